@@ -1,1 +1,113 @@
-fn main() {}
+//! The `mediation-host` command: `run` the host, or `check` a configuration file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use mediation_host::config::{Config, LogFormat};
+use mediation_host::host::Host;
+use mediation_host::packet_log::Sink;
+use mediation_host::{reload, shutdown};
+use tokio_util::sync::CancellationToken;
+
+/// WebAssembly-extensible protocol mediation host: bridges WebSocket, SSE and HTTP
+/// clients to message brokers, in both directions.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the host until SIGTERM or SIGINT. SIGHUP reloads the routes.
+    Run {
+        /// The configuration file.
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and print every problem in it.
+    Check {
+        /// The configuration file.
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} entrypoints, {} endpoints, {} routes)",
+                    config.display(),
+                    c.entrypoints.len(),
+                    c.endpoints.len(),
+                    c.routes.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => run(config),
+    }
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(config.host.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let poll = Duration::from_millis(config.host.reload_poll_ms);
+        let host = match Host::start(config, Sink::Stdout).await {
+            Ok(host) => host,
+            Err(e) => {
+                tracing::error!(error = %e, "the host did not start");
+                return ExitCode::FAILURE;
+            }
+        };
+        let stop_watching = CancellationToken::new();
+        let signal = tokio::select! {
+            signal = shutdown::signal() => signal,
+            result = reload::watch(&host, path, poll, stop_watching.clone()) => {
+                result.map(|()| "reload watcher ended")
+            }
+        };
+        stop_watching.cancel();
+        match signal {
+            Ok(name) => tracing::info!(signal = name, "shutting down"),
+            Err(e) => tracing::error!(error = %e, "cannot wait for signals; shutting down"),
+        }
+        host.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MEDIATION_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -286,6 +286,19 @@ pub fn log(level: u8, message: &str) {
 #[macro_export]
 macro_rules! export_adapter {
     ($adapter:ty) => {
+        // Only a WebAssembly build exports the interface: the export symbols' names
+        // (`mediation:adapter/mapping@0.1.0#upstream`) do not link on native targets,
+        // where the adapter's own unit tests run.
+        #[cfg(target_arch = "wasm32")]
+        $crate::__export_adapter_wasm!($adapter);
+    };
+}
+
+/// The expansion of [`export_adapter!`] on WebAssembly.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_adapter_wasm {
+    ($adapter:ty) => {
         static __MEDIATION_ADAPTER: ::std::sync::OnceLock<$adapter> = ::std::sync::OnceLock::new();
 
         struct __MediationExport;

@@ -64,7 +64,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn from_bits(bits: u32) -> Option<Self> {
+    /// The kind stored in the low byte of a flags word; `None` for an unknown one.
+    #[must_use]
+    pub fn from_flags(bits: u32) -> Option<Self> {
         Some(match bits & KIND_MASK {
             0 => Self::Data,
             1 => Self::Subscribe,
@@ -188,7 +190,7 @@ impl<'a> Batch<'a> {
     fn check_item(&self, item: usize, header_total: usize) -> Result<(), LayoutError> {
         let words = &self.index[PREFIX_WORDS + item * ITEM_WORDS..][..ITEM_WORDS];
         let flags = words[FLAGS];
-        if flags & !KNOWN_FLAGS != 0 || Kind::from_bits(flags).is_none() {
+        if flags & !KNOWN_FLAGS != 0 || Kind::from_flags(flags).is_none() {
             return Err(LayoutError::Flags { item, flags });
         }
         for span in [ID, CLIENT_ID, DESTINATION, KEY, CONTENT_TYPE, PAYLOAD] {
@@ -320,7 +322,7 @@ impl<'a> Item<'a> {
     /// What the item is.
     #[must_use]
     pub fn kind(&self) -> Kind {
-        Kind::from_bits(self.flags()).unwrap_or(Kind::Data)
+        Kind::from_flags(self.flags()).unwrap_or(Kind::Data)
     }
 
     /// True when the payload is binary rather than text.
@@ -733,12 +735,12 @@ mod tests {
         let (data, index) = sample();
         let mut bad = index.clone();
         bad[0] = 9;
-        assert_eq!(Batch::parse(&data, &bad).unwrap_err(), LayoutError::Version(9));
+        assert_eq!(Batch::parse(&data, &bad).expect_err("refused"), LayoutError::Version(9));
 
         let mut bad = index.clone();
         bad[PREFIX_WORDS + PAYLOAD] = u32::MAX - 1;
         assert_eq!(
-            Batch::parse(&data, &bad).unwrap_err(),
+            Batch::parse(&data, &bad).expect_err("refused"),
             LayoutError::OutOfBounds {
                 item: 0,
                 field: "payload"
@@ -751,7 +753,10 @@ mod tests {
 
         let mut bad = index.clone();
         bad[PREFIX_WORDS + HEADER_COUNT] = 3;
-        assert_eq!(Batch::parse(&data, &bad).unwrap_err(), LayoutError::Headers { item: 0 });
+        assert_eq!(
+            Batch::parse(&data, &bad).expect_err("refused"),
+            LayoutError::Headers { item: 0 }
+        );
 
         let mut bad = index.clone();
         bad[PREFIX_WORDS + FLAGS] = 0x77;
@@ -764,7 +769,7 @@ mod tests {
         let id_offset = index[PREFIX_WORDS + ID] as usize;
         bad_data[id_offset] = 0xff;
         assert_eq!(
-            Batch::parse(&bad_data, &index).unwrap_err(),
+            Batch::parse(&bad_data, &index).expect_err("refused"),
             LayoutError::NotUtf8 { item: 0, field: "id" }
         );
 

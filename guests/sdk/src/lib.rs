@@ -11,4 +11,7 @@ pub mod layout;
 #[cfg(feature = "guest")]
 pub mod guest;
 
+#[cfg(feature = "guest")]
+pub mod json;
+
 pub use layout::{Batch, BatchBuilder, Item, ItemWriter, Kind, LayoutError};

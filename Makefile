@@ -1,0 +1,36 @@
+# The two commands of the README: `make run` and `make test`.
+#
+# Builds reuse one target directory outside the clone, so a fresh clone (CI) starts
+# warm, and everything builds in one profile (release): tests, benchmarks and the
+# binary share their artifacts.
+
+CACHE ?= $(HOME)/.cache/mediation-host
+export CARGO_TARGET_DIR ?= $(CACHE)/target
+CONFIG ?= config.toml
+BIN := $(CARGO_TARGET_DIR)/release/mediation-host
+
+.PHONY: run test setup build lint unit bench
+
+## Run the host on the quickstart configuration (no broker needed).
+run: build
+	$(BIN) run --config $(CONFIG)
+
+## Formatting, lints and every test.
+test: lint unit
+
+setup:
+	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+build: setup
+	cargo build --release --locked -p mediation-host --bin mediation-host
+
+lint: setup
+	cargo fmt --all --check
+	cargo clippy --release --locked --workspace --all-targets -- -D warnings
+
+unit: setup
+	cargo test --release --locked --workspace
+
+## Criterion benchmarks (not part of `make test`: numbers go to docs/benchmarks.md).
+bench: setup
+	cargo bench --locked -p mediation-host --bench pipeline

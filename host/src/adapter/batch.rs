@@ -1,0 +1,216 @@
+//! The host's side of the batch layout: events into a batch, an adapter's output
+//! back into events, with every output tied to the input that produced it so that
+//! acknowledgements stay exact.
+
+use bytes::Bytes;
+use mediation_adapter_sdk::layout::{Batch, BatchBuilder, Kind};
+
+use super::{Adapter, AdapterError, CallContext, Direction, ItemError};
+use crate::event::{Event, EventId, Header, Text};
+
+/// Writes `events` into `out` in order.
+pub fn encode_events<'a>(events: impl IntoIterator<Item = &'a Event>, out: &mut BatchBuilder) {
+    let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    for e in events {
+        let mut w = out.item(Kind::from_flags(e.flags).unwrap_or(Kind::Data));
+        w.flags(e.flags).sequence(e.sequence).payload(&e.payload);
+        match &e.id {
+            EventId::Generated(uuid) => w.id(uuid.hyphenated().encode_lower(&mut id_buf)),
+            EventId::Given(text) => w.id(text.as_str()),
+        };
+        if let Some(v) = &e.client_id {
+            w.client_id(v.as_str());
+        }
+        if let Some(v) = &e.destination {
+            w.destination(v.as_str());
+        }
+        if let Some(v) = &e.key {
+            w.key(v);
+        }
+        if let Some(v) = &e.content_type {
+            w.content_type(v.as_str());
+        }
+        for h in &e.headers {
+            w.header(h.name.as_str(), &h.value);
+        }
+    }
+}
+
+/// The result of mapping a batch of events.
+#[derive(Debug, Default)]
+pub struct Mapped {
+    /// The outputs in order. Each inherits its source, ordering key, receipt time and
+    /// a part of its acknowledgement from the input that produced it.
+    pub outputs: Vec<Event>,
+    /// The inputs the adapter refused, each with the reason, in input order.
+    pub refused: Vec<(Event, ItemError)>,
+}
+
+impl Adapter {
+    /// Maps `inputs` through the adapter in one call.
+    ///
+    /// An input that produced no output and no error was consumed (a control frame, a
+    /// filtered record): its acknowledgement is settled as delivered.
+    ///
+    /// # Errors
+    /// The call failed as a whole (trap, deadline, memory cap, invalid output); the
+    /// inputs come back untouched so that the caller can fail or retry each of them.
+    pub fn map(
+        &self,
+        direction: Direction,
+        ctx: &CallContext,
+        inputs: Vec<Event>,
+    ) -> Result<Mapped, (Vec<Event>, AdapterError)> {
+        let bytes = inputs.iter().map(Event::size).sum::<usize>() + inputs.len() * 64;
+        let mut builder = BatchBuilder::with_capacity(inputs.len(), bytes);
+        encode_events(&inputs, &mut builder);
+        let (data, index) = builder.into_parts();
+        let (data, index, outcome) = match self.call(direction, ctx, data, index) {
+            Ok(result) => result,
+            Err(e) => return Err((inputs, e)),
+        };
+        let shared = Bytes::from(data);
+        let output = match Batch::parse(&shared, &index) {
+            Ok(output) => output,
+            Err(e) => return Err((inputs, self.invalid(e.to_string()))),
+        };
+        if let Err(message) = check_outcome(inputs.len(), output.len(), &outcome.produced, &outcome.errors) {
+            return Err((inputs, self.invalid(message)));
+        }
+        self.succeeded();
+        let mut mapped = Mapped {
+            outputs: Vec::with_capacity(output.len()),
+            refused: Vec::new(),
+        };
+        let mut errors = outcome.errors.into_iter().peekable();
+        let mut items = output.iter();
+        for (i, (mut input, produced)) in inputs.into_iter().zip(outcome.produced).enumerate() {
+            if errors.peek().is_some_and(|e| e.item as usize == i) {
+                if let Some(error) = errors.next() {
+                    self.stats()
+                        .item_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    mapped.refused.push((input, error));
+                }
+                continue;
+            }
+            if produced == 0 {
+                input.settle(Ok(()));
+                continue;
+            }
+            let ack = input.ack.take();
+            for item in items.by_ref().take(produced as usize) {
+                let mut event = from_item(&item, &shared, &input);
+                event.ack.clone_from(&ack);
+                mapped.outputs.push(event);
+            }
+            // The clones above carry the acknowledgement; this original part is done.
+            if let Some(ack) = ack {
+                ack.settle(Ok(()));
+            }
+        }
+        Ok(mapped)
+    }
+}
+
+/// Checks that an outcome accounts for every input and output exactly once.
+fn check_outcome(inputs: usize, outputs: usize, produced: &[u32], errors: &[ItemError]) -> Result<(), String> {
+    if let Some(e) = errors.first().filter(|_| produced.is_empty()) {
+        return Err(format!("the guest refused the whole batch: {}", e.message));
+    }
+    if produced.len() != inputs {
+        return Err(format!(
+            "outcome counts {} inputs, the batch had {inputs}",
+            produced.len()
+        ));
+    }
+    let total: u64 = produced.iter().map(|&p| u64::from(p)).sum();
+    if total != outputs as u64 {
+        return Err(format!("outcome claims {total} outputs, the batch has {outputs}"));
+    }
+    let mut previous = None;
+    for e in errors {
+        let item = e.item as usize;
+        if item >= inputs || produced[item] != 0 || previous.is_some_and(|p| p >= item) {
+            return Err(format!(
+                "error for item {item} is out of range, out of order, or has outputs"
+            ));
+        }
+        previous = Some(item);
+    }
+    Ok(())
+}
+
+/// An event from an output item, sharing the output buffer; what the item leaves
+/// unset comes from the input that produced it.
+fn from_item(item: &mediation_adapter_sdk::Item<'_>, data: &Bytes, parent: &Event) -> Event {
+    // `Batch::parse` checked that text spans are UTF-8.
+    let text = |s: &str| Text::from_utf8(data.slice_ref(s.as_bytes())).unwrap_or_default();
+    Event {
+        id: item
+            .id()
+            .map_or_else(|| parent.id.clone(), |id| EventId::Given(text(id))),
+        kind: parent.kind,
+        source: parent.source,
+        ordering_key: parent.ordering_key,
+        client_id: item.client_id().map(text),
+        destination: item.destination().map(text),
+        key: item.key().map(|k| data.slice_ref(k)),
+        content_type: item.content_type().map(text),
+        headers: item
+            .headers()
+            .map(|(k, v)| Header {
+                name: text(k),
+                value: data.slice_ref(v),
+            })
+            .collect(),
+        payload: data.slice_ref(item.payload()),
+        flags: item.flags(),
+        sequence: item.sequence(),
+        received_at: parent.received_at,
+        ack: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::ErrorKind;
+
+    fn error(item: u32) -> ItemError {
+        ItemError {
+            item,
+            kind: ErrorKind::Malformed,
+            message: String::from("bad"),
+        }
+    }
+
+    #[test]
+    fn an_outcome_must_account_for_every_item() {
+        assert_eq!(check_outcome(3, 3, &[1, 0, 2], &[error(1)]), Ok(()));
+        assert!(
+            check_outcome(3, 3, &[1, 2], &[])
+                .expect_err("short")
+                .contains("counts 2 inputs")
+        );
+        assert!(
+            check_outcome(2, 3, &[1, 1], &[])
+                .expect_err("extra")
+                .contains("claims 2 outputs, the batch has 3")
+        );
+        assert!(
+            check_outcome(2, 2, &[1, 1], &[error(1)]).is_err(),
+            "an error item with outputs"
+        );
+        assert!(
+            check_outcome(2, 0, &[0, 0], &[error(1), error(0)]).is_err(),
+            "errors out of order"
+        );
+        assert!(check_outcome(2, 0, &[0, 0], &[error(7)]).is_err(), "error past the end");
+        assert!(
+            check_outcome(2, 0, &[], &[error(0)])
+                .expect_err("refused")
+                .contains("whole batch")
+        );
+    }
+}

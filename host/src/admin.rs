@@ -1,0 +1,252 @@
+//! The admin listener: `/healthz` (the process answers), `/readyz` (every component
+//! is up and no adapter keeps failing) and `/metrics` (Prometheus text format).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use hyper::{Method, StatusCode};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::adapter::Adapter;
+use crate::bus::Bus;
+use crate::metrics::{Exposition, Outcome, label};
+use crate::pipeline::Recorder;
+use crate::routing::Routes;
+use crate::server::{self, Handler, respond};
+
+/// What `/readyz` checks.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    /// Set once every component started and every listener is bound.
+    started: AtomicBool,
+    /// Set when shutdown begins, so that Envoy stops sending new traffic.
+    stopping: AtomicBool,
+    /// Components that said they are not ready, with why (a broker down, say).
+    down: Mutex<Vec<(String, String)>>,
+    /// Every loaded adapter, checked for repeated failures.
+    adapters: Mutex<Vec<Adapter>>,
+}
+
+impl Readiness {
+    /// Marks startup complete.
+    pub fn set_started(&self) {
+        self.started.store(true, Ordering::Release);
+    }
+
+    /// Marks shutdown begun.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Watches these adapters' failure streaks.
+    pub fn watch_adapters(&self, adapters: Vec<Adapter>) {
+        self.adapters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(adapters);
+    }
+
+    /// Watches one more adapter.
+    pub fn watch_adapter(&self, adapter: Adapter) {
+        self.adapters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(adapter);
+    }
+
+    /// Reports component `name` down because of `reason`, or up again with `None`.
+    pub fn report(&self, name: &str, reason: Option<String>) {
+        let mut down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
+        down.retain(|(n, _)| n != name);
+        if let Some(reason) = reason {
+            down.push((name.to_owned(), reason));
+        }
+    }
+
+    /// Every reason the host is not ready; empty when it is.
+    #[must_use]
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.started.load(Ordering::Acquire) {
+            problems.push(String::from("starting"));
+        }
+        if self.stopping.load(Ordering::Acquire) {
+            problems.push(String::from("shutting down"));
+        }
+        for (name, reason) in self.down.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            problems.push(format!("{name}: {reason}"));
+        }
+        for adapter in self.adapters.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            if adapter.is_failing() {
+                problems.push(format!("{}: adapter keeps failing", adapter.name()));
+            }
+        }
+        problems
+    }
+
+    fn adapters(&self) -> Vec<Adapter> {
+        self.adapters.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// What the admin handlers read.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    /// Readiness.
+    pub readiness: Arc<Readiness>,
+    /// Routes and their counters.
+    pub routes: Arc<Routes>,
+    /// Component counters.
+    pub recorder: Arc<Recorder>,
+    /// Bus depth.
+    pub bus: Bus,
+}
+
+/// Binds `addr` and serves the admin endpoints until `shutdown`.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    state: AdminState,
+    shutdown: CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> std::io::Result<SocketAddr> {
+    let listener = server::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let state = Arc::new(state);
+    let handler: Handler = Arc::new(move |request, _peer| {
+        let state = Arc::clone(&state);
+        Box::pin(async move {
+            if request.method() != Method::GET {
+                return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n");
+            }
+            match request.uri().path() {
+                "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
+                "/readyz" => ready(&state.readiness),
+                "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", render(&state)),
+                _ => respond(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "not found: try /healthz, /readyz or /metrics\n",
+                ),
+            }
+        })
+    });
+    server::spawn(listener, handler, server::Limits::default(), shutdown, tasks);
+    Ok(bound)
+}
+
+fn ready(readiness: &Readiness) -> hyper::Response<server::Body> {
+    let problems = readiness.problems();
+    let body = serde_json::json!({ "ready": problems.is_empty(), "problems": problems }).to_string();
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    respond(status, "application/json", body)
+}
+
+/// The whole `/metrics` text.
+fn render(state: &AdminState) -> String {
+    let mut e = Exposition::default();
+    let table = state.routes.snapshot();
+    e.family(
+        "mediation_events_total",
+        "counter",
+        "Events delivered or not, by route and outcome.",
+    );
+    for route in table.routes() {
+        for outcome in Outcome::ALL {
+            if outcome != Outcome::NoRoute {
+                let labels = format!("route=\"{}\",outcome=\"{}\"", label(&route.label), outcome.as_str());
+                e.sample("mediation_events_total", &labels, route.stats.count(outcome));
+            }
+        }
+    }
+    e.family(
+        "mediation_delivery_latency_seconds",
+        "histogram",
+        "Time from receipt to the target's confirmation.",
+    );
+    for route in table.routes() {
+        e.histogram(
+            "mediation_delivery_latency_seconds",
+            &format!("route=\"{}\"", label(&route.label)),
+            &route.stats.latency,
+        );
+    }
+    let components = state.recorder.components();
+    let per_component = |e: &mut Exposition, name: &str, read: &dyn Fn(&crate::metrics::ComponentStats) -> i64| {
+        for id in (0..components.len()).map(|i| crate::routing::ComponentId(u32::try_from(i).unwrap_or(u32::MAX))) {
+            if let Some(stats) = state.recorder.stats(id) {
+                e.sample(
+                    name,
+                    &format!("component=\"{}\"", label(components.name(id))),
+                    read(stats),
+                );
+            }
+        }
+    };
+    let load = |a: &std::sync::atomic::AtomicU64| i64::try_from(a.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+    e.family(
+        "mediation_unrouted_events_total",
+        "counter",
+        "Events no route took, by source.",
+    );
+    per_component(&mut e, "mediation_unrouted_events_total", &|s| load(&s.unrouted));
+    e.family(
+        "mediation_client_connects_total",
+        "counter",
+        "Client connect lifecycle events.",
+    );
+    per_component(&mut e, "mediation_client_connects_total", &|s| load(&s.connects));
+    e.family(
+        "mediation_client_disconnects_total",
+        "counter",
+        "Client disconnect lifecycle events.",
+    );
+    per_component(&mut e, "mediation_client_disconnects_total", &|s| load(&s.disconnects));
+    e.family("mediation_connections", "gauge", "Open client connections.");
+    per_component(&mut e, "mediation_connections", &|s| {
+        s.connections.load(Ordering::Relaxed)
+    });
+    e.family("mediation_bus_depth", "gauge", "Events queued on the bus.");
+    e.sample("mediation_bus_depth", "", state.bus.depth());
+
+    let adapters = state.readiness.adapters();
+    e.family("mediation_adapter_calls_total", "counter", "Adapter mapping calls.");
+    for a in &adapters {
+        e.sample(
+            "mediation_adapter_calls_total",
+            &format!("adapter=\"{}\"", label(a.name())),
+            a.stats().calls.load(Ordering::Relaxed),
+        );
+    }
+    e.family(
+        "mediation_adapter_failures_total",
+        "counter",
+        "Failed adapter calls by reason, and refused items.",
+    );
+    for a in &adapters {
+        let s = a.stats();
+        for (reason, counter) in [
+            ("trap", &s.traps),
+            ("timeout", &s.timeouts),
+            ("memory", &s.out_of_memory),
+            ("invalid_output", &s.invalid_output),
+            ("item_refused", &s.item_errors),
+        ] {
+            let labels = format!("adapter=\"{}\",reason=\"{reason}\"", label(a.name()));
+            e.sample(
+                "mediation_adapter_failures_total",
+                &labels,
+                counter.load(Ordering::Relaxed),
+            );
+        }
+    }
+    e.finish()
+}

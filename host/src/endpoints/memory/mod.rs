@@ -1,0 +1,184 @@
+//! The `memory` endpoint: a named topic inside the process.
+//!
+//! As a target it accepts events (optionally mapping them through an adapter, like a
+//! broker endpoint would) and confirms each once it is on the bus toward the topic's
+//! subscribers, that is, the routes whose source is this endpoint. With no such
+//! route the topic has no subscribers and confirms at once, as a broker topic
+//! without consumers would. Nothing survives a restart: it is the quickstart default
+//! and a test double for brokers, not storage.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+
+use crate::adapter::{self, Adapter, AdapterSource};
+use crate::bus::{Bus, BusError};
+use crate::config::Problems;
+use crate::event::{DeliveryError, Event};
+use crate::host::ComponentContext;
+use crate::pipeline::{Delivery, TargetReceiver, TargetSender};
+
+/// `type = "memory"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// An endpoint adapter that maps events on their way into the topic (its
+    /// `upstream`). None passes events through natively.
+    #[serde(default)]
+    pub adapter: Option<AdapterSource>,
+    /// Settings passed to the adapter's `configure`.
+    #[serde(default)]
+    pub adapter_settings: BTreeMap<String, String>,
+    /// Deliveries queued before the pipeline waits (and then answers busy).
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// The most deliveries mapped in one adapter call.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+}
+
+const fn default_queue_capacity() -> usize {
+    1024
+}
+
+const fn default_max_batch() -> usize {
+    256
+}
+
+impl MemoryConfig {
+    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
+        problems.check(
+            self.queue_capacity > 0,
+            format!("{path}.queue_capacity"),
+            "must be at least 1",
+        );
+        problems.check(self.max_batch > 0, format!("{path}.max_batch"), "must be at least 1");
+    }
+}
+
+/// A running memory topic.
+struct MemoryTopic {
+    /// Everything a component needs from the host.
+    ctx: ComponentContext,
+    /// The optional mapping.
+    adapter: Option<Adapter>,
+    /// The most deliveries per adapter call.
+    max_batch: usize,
+    /// The ordering key of everything the topic publishes: one key keeps the topic's
+    /// order for all of its subscribers.
+    ordering_key: u64,
+}
+
+/// Loads the adapter and starts the topic's task.
+///
+/// # Errors
+/// When the adapter cannot be loaded.
+pub fn spawn(
+    ctx: ComponentContext,
+    config: &MemoryConfig,
+) -> Result<(TargetSender, JoinHandle<()>), adapter::AdapterError> {
+    let adapter = config
+        .adapter
+        .as_ref()
+        .map(|source| {
+            ctx.adapters
+                .load(&ctx.name, source, adapter::Role::Endpoint, &config.adapter_settings)
+        })
+        .transpose()?;
+    let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    ctx.name.hash(&mut hasher);
+    let topic = MemoryTopic {
+        ordering_key: hasher.finish(),
+        ctx,
+        adapter,
+        max_batch: config.max_batch,
+    };
+    Ok((tx, tokio::spawn(topic.run(rx))))
+}
+
+impl MemoryTopic {
+    async fn run(self, mut queue: TargetReceiver) {
+        let mut bus = Some(self.ctx.bus.clone());
+        let mut batch = Vec::with_capacity(self.max_batch);
+        let mut log = Vec::new();
+        loop {
+            tokio::select! {
+                biased;
+                () = self.ctx.shutdown.sources.cancelled(), if bus.is_some() => {
+                    // Stop publishing so the bus can drain; keep taking deliveries,
+                    // which now fail as shutting down.
+                    bus = None;
+                }
+                n = queue.recv_many(&mut batch, self.max_batch) => {
+                    if n == 0 {
+                        break;
+                    }
+                    self.handle(&mut batch, bus.as_ref(), &mut log).await;
+                    self.ctx.recorder.flush(&mut log);
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, batch: &mut Vec<Delivery>, bus: Option<&Bus>, log: &mut Vec<u8>) {
+        while !batch.is_empty() {
+            // One adapter call per run of deliveries on the same route, since the
+            // route is part of the call.
+            let route = Arc::clone(&batch[0].route);
+            let run = batch.iter().take_while(|d| Arc::ptr_eq(&d.route, &route)).count();
+            let events: Vec<Event> = batch.drain(..run).map(|d| d.event).collect();
+            let events = match &self.adapter {
+                None => events,
+                Some(adapter) => match adapter.map(
+                    adapter::Direction::Upstream,
+                    &adapter::route_context(route.index),
+                    events,
+                ) {
+                    Ok(mapped) => {
+                        for (event, error) in mapped.refused {
+                            let error = DeliveryError::Adapter {
+                                adapter: adapter.name().to_owned(),
+                                message: error.message,
+                            };
+                            self.ctx.recorder.finish(event, &route, Err(error), log);
+                        }
+                        mapped.outputs
+                    }
+                    Err((events, error)) => {
+                        for event in events {
+                            let error = DeliveryError::Adapter {
+                                adapter: adapter.name().to_owned(),
+                                message: error.to_string(),
+                            };
+                            self.ctx.recorder.finish(event, &route, Err(error), log);
+                        }
+                        continue;
+                    }
+                },
+            };
+            let subscribed = !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty();
+            for mut event in events {
+                let result = match bus {
+                    _ if !subscribed => Ok(()),
+                    None => Err(DeliveryError::ShuttingDown),
+                    Some(bus) => self.publish(bus, event.detached()).await,
+                };
+                self.ctx.recorder.finish(event, &route, result, log);
+            }
+        }
+    }
+
+    /// Puts a copy of `event` on the bus as this topic's own event.
+    async fn publish(&self, bus: &Bus, mut event: Event) -> Result<(), DeliveryError> {
+        event.source = self.ctx.id;
+        event.ordering_key = self.ordering_key;
+        bus.publish(event).await.map_err(|e| match e {
+            BusError::Busy { .. } => DeliveryError::Busy(String::from("the event bus")),
+            BusError::Closed(_) => DeliveryError::ShuttingDown,
+        })
+    }
+}

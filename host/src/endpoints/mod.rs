@@ -1,0 +1,46 @@
+//! Broker-facing components. Each endpoint type lives in its own folder and is
+//! selected by one variant of [`EndpointConfig`].
+
+pub mod memory;
+
+use serde::Deserialize;
+
+use crate::adapter::AdapterSource;
+use crate::config::{Component, Problems};
+
+/// `[endpoints.<name>]`, selected by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EndpointConfig {
+    /// Named in-process topics: the quickstart default, needing no broker.
+    Memory(memory::MemoryConfig),
+}
+
+impl EndpointConfig {
+    /// The adapter reference, for path resolution.
+    pub fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
+        match self {
+            Self::Memory(c) => c.adapter.as_mut(),
+        }
+    }
+}
+
+impl Component for EndpointConfig {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+        }
+    }
+
+    fn adapter(&self) -> Option<&AdapterSource> {
+        match self {
+            Self::Memory(c) => c.adapter.as_ref(),
+        }
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        match self {
+            Self::Memory(c) => c.validate(path, problems),
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The `http_post` entrypoint: ingest over plain HTTP.
+//!
+//! One request body is decoded by the adapter into one or more events (the default
+//! adapter splits NDJSON into one per line). The answer waits until every event has
+//! been confirmed by every target, so a 2xx means delivered; failures get a status
+//! and a JSON body that say what to do.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+
+use crate::adapter::{self, Adapter, AdapterSource, CallContext, ErrorKind, Session};
+use crate::bus::BusError;
+use crate::config::Problems;
+use crate::event::{Ack, DeliveryError, Event, EventId, Text};
+use crate::host::{ComponentContext, StartError};
+use crate::server::{Body, Handler, json_error, respond};
+
+/// The longest `Idempotency-Key` accepted; brokers store it as a message id.
+const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+/// `type = "http_post"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpPostConfig {
+    /// The request path, on the shared listener unless `port` is set.
+    pub path: String,
+    /// A dedicated port instead of the shared listener.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The entrypoint adapter that decodes request bodies.
+    #[serde(default = "default_adapter")]
+    pub adapter: AdapterSource,
+    /// Settings passed to the adapter's `configure`.
+    #[serde(default)]
+    pub adapter_settings: BTreeMap<String, String>,
+    /// The destination (topic, queue) stamped on every event, unless the adapter sets one.
+    #[serde(default)]
+    pub destination: Option<String>,
+    /// How long a request waits for its events to be confirmed before it gets 504.
+    #[serde(default = "default_ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+}
+
+fn default_adapter() -> AdapterSource {
+    AdapterSource::Builtin(String::from("http-post"))
+}
+
+const fn default_ack_timeout_ms() -> u64 {
+    10_000
+}
+
+impl HttpPostConfig {
+    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
+        problems.check(
+            self.ack_timeout_ms > 0,
+            format!("{path}.ack_timeout_ms"),
+            "must be at least 1",
+        );
+    }
+}
+
+/// What the handler keeps between requests.
+struct Ingest {
+    /// The component's wiring.
+    ctx: ComponentContext,
+    /// Decodes request bodies.
+    adapter: Adapter,
+    /// Stamped on events the adapter leaves without a destination.
+    destination: Option<Text>,
+    /// How long to wait for confirmation.
+    ack_timeout: Duration,
+}
+
+/// Loads the adapter and builds the request handler.
+///
+/// # Errors
+/// When the adapter cannot be loaded.
+pub fn handler(ctx: ComponentContext, config: &HttpPostConfig) -> Result<(Handler, Adapter), StartError> {
+    let adapter = ctx.adapters.load(
+        &ctx.name,
+        &config.adapter,
+        adapter::Role::Entrypoint,
+        &config.adapter_settings,
+    )?;
+    let ingest = Arc::new(Ingest {
+        ctx,
+        adapter: adapter.clone(),
+        destination: config.destination.as_deref().map(Text::from),
+        ack_timeout: Duration::from_millis(config.ack_timeout_ms),
+    });
+    let handler: Handler = Arc::new(move |request, peer| {
+        let ingest = Arc::clone(&ingest);
+        Box::pin(async move { ingest.handle(request, peer).await })
+    });
+    Ok((handler, adapter))
+}
+
+impl Ingest {
+    async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        if request.method() != Method::POST {
+            let mut response = json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST");
+            response.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        match self.ingest(request, peer).await {
+            Ok(ids) => {
+                let body = serde_json::json!({ "status": "delivered", "ids": ids }).to_string();
+                respond(StatusCode::ACCEPTED, "application/json", body)
+            }
+            Err(rejection) => rejection.into_response(),
+        }
+    }
+
+    async fn ingest(&self, request: Request<Incoming>, peer: SocketAddr) -> Result<Vec<String>, Rejection> {
+        let limit = self.ctx.host.max_message_bytes;
+        let too_large = || {
+            let message = format!("the body is larger than the {limit}-byte limit; nothing was accepted");
+            Rejection::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+        };
+        let declared = request
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit as u64) {
+            return Err(too_large());
+        }
+        let (parts, body) = request.into_parts();
+        let session = session(&parts, peer);
+        let frame = self.frame(&parts.headers, &session)?;
+        let payload: Bytes = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Err(e) => {
+                let message = format!("reading the body failed: {e}");
+                return Err(Rejection::new(StatusCode::BAD_REQUEST, "bad_body", message));
+            }
+        };
+        let mut frame = frame;
+        frame.payload = payload;
+
+        let ctx = CallContext {
+            route: 0,
+            session: Some(session),
+        };
+        let mapped = self
+            .adapter
+            .map(adapter::Direction::Upstream, &ctx, vec![frame])
+            .map_err(|(_, e)| Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "adapter_failed", e.to_string()))?;
+        if let Some((_, error)) = mapped.refused.into_iter().next() {
+            let (status, code) = match error.kind {
+                ErrorKind::Malformed => (StatusCode::BAD_REQUEST, "malformed"),
+                ErrorKind::Unsupported => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported"),
+                ErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            };
+            return Err(Rejection::new(status, code, error.message));
+        }
+        self.publish(mapped.outputs).await
+    }
+
+    /// The input item for the adapter: everything but the body.
+    fn frame(&self, headers: &hyper::HeaderMap, session: &Session) -> Result<Event, Rejection> {
+        let mut frame = Event::new(self.ctx.id, Bytes::new());
+        frame.ordering_key = hash(&session.client_id);
+        frame.client_id = Some(Text::from(session.client_id.as_str()));
+        frame.destination.clone_from(&self.destination);
+        frame.content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(Text::from);
+        if let Some(key) = headers.get("idempotency-key") {
+            let key = key
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+                .ok_or_else(|| {
+                    let message =
+                        format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters");
+                    Rejection::new(StatusCode::BAD_REQUEST, "bad_idempotency_key", message)
+                })?;
+            frame.id = EventId::Given(Text::from(key));
+        }
+        Ok(frame)
+    }
+
+    /// Publishes the decoded events and waits until every target confirmed them all.
+    async fn publish(&self, mut events: Vec<Event>) -> Result<Vec<String>, Rejection> {
+        let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
+        let (ack, confirmed) = Ack::new();
+        for event in &mut events {
+            event.ack = Some(ack.clone());
+        }
+        // Every event holds its own part now; this one only started the count.
+        ack.settle(Ok(()));
+        for event in events {
+            if let Err(e) = self.ctx.bus.publish(event).await {
+                return Err(match e {
+                    BusError::Busy { timeout_ms, .. } => {
+                        let message = format!("the event bus stayed full for {timeout_ms} ms");
+                        Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+                    }
+                    BusError::Closed(_) => Rejection::from(&DeliveryError::ShuttingDown),
+                });
+            }
+        }
+        match tokio::time::timeout(self.ack_timeout, confirmed).await {
+            Ok(Ok(Ok(()))) => Ok(ids),
+            Ok(Ok(Err(e))) => Err(Rejection::from(&e)),
+            Ok(Err(_)) => Err(Rejection::from(&DeliveryError::ShuttingDown)),
+            Err(_) => Err(Rejection::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "not_confirmed",
+                format!(
+                    "not confirmed within {} ms; the event may or may not have been delivered",
+                    self.ack_timeout.as_millis()
+                ),
+            )),
+        }
+    }
+}
+
+/// A refused request: the status and the JSON error body the client gets.
+#[derive(Debug)]
+struct Rejection {
+    /// The HTTP status.
+    status: StatusCode,
+    /// A stable machine-readable word.
+    error: &'static str,
+    /// What happened, for people.
+    message: String,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            message: message.into(),
+        }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let mut response = json_error(self.status, self.error, &self.message);
+        if self.error == "busy" {
+            // Busy is the one failure that a retry after a pause is expected to fix.
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<&DeliveryError> for Rejection {
+    fn from(error: &DeliveryError) -> Self {
+        let (status, code) = match error {
+            DeliveryError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            DeliveryError::NoRoute(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_route"),
+            DeliveryError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            DeliveryError::Adapter { .. } => (StatusCode::BAD_GATEWAY, "adapter_error"),
+            DeliveryError::Target { .. } => (StatusCode::BAD_GATEWAY, "target_error"),
+        };
+        Self::new(status, code, error.to_string())
+    }
+}
+
+/// The session the adapter sees: Envoy's forwarded headers, the path and the query.
+fn session(parts: &hyper::http::request::Parts, peer: SocketAddr) -> Session {
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let client_id = headers
+        .iter()
+        .find(|(k, _)| k == "x-client-id")
+        .map_or_else(|| peer.to_string(), |(_, v)| v.clone());
+    let query = parts.uri.query().map(parse_query).unwrap_or_default();
+    Session {
+        client_id,
+        path: parts.uri.path().to_owned(),
+        query,
+        headers,
+    }
+}
+
+/// `a=1&b=x%20y` into pairs, percent-decoded.
+fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hash(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_queries() {
+        assert_eq!(
+            parse_query("topic=a%2Fb&x=1+2&flag&bad=%zz&end=%4"),
+            vec![
+                (String::from("topic"), String::from("a/b")),
+                (String::from("x"), String::from("1 2")),
+                (String::from("flag"), String::new()),
+                (String::from("bad"), String::from("%zz")),
+                (String::from("end"), String::from("%4")),
+            ]
+        );
+    }
+}

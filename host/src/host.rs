@@ -1,0 +1,285 @@
+//! Wiring: builds every component from the configuration, starts the bus workers and
+//! listeners, reloads routes, and shuts down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use crate::adapter::{Adapter, AdapterError, AdapterRuntime};
+use crate::admin::{self, Readiness};
+use crate::bus::Bus;
+use crate::config::{self, Config, ConfigError, HostConfig};
+use crate::endpoints::{self, EndpointConfig};
+use crate::entrypoints;
+use crate::packet_log::{PacketLog, Sink};
+use crate::pipeline::{Pipeline, Recorder, TargetSender};
+use crate::routing::{ComponentId, Components, RouteTable, Routes};
+use crate::shutdown::Shutdown;
+
+/// What every component gets from the host.
+#[derive(Debug, Clone)]
+pub struct ComponentContext {
+    /// The component's id, stamped on the events it publishes.
+    pub id: ComponentId,
+    /// Its configured name.
+    pub name: Arc<str>,
+    /// Where it publishes events.
+    pub bus: Bus,
+    /// The live routes.
+    pub routes: Arc<Routes>,
+    /// Where deliveries are recorded.
+    pub recorder: Arc<Recorder>,
+    /// Loads its adapter.
+    pub adapters: AdapterRuntime,
+    /// The shutdown stages.
+    pub shutdown: Shutdown,
+    /// Process-wide settings: limits, instance id.
+    pub host: Arc<HostConfig>,
+    /// Where it reports whether it is ready.
+    pub readiness: Arc<Readiness>,
+}
+
+/// Why the host did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// An adapter could not be loaded.
+    #[error(transparent)]
+    Adapter(#[from] AdapterError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Which listener.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The WebAssembly runtime or the route table could not be set up.
+    #[error("cannot start: {0}")]
+    Runtime(String),
+}
+
+/// A running host.
+#[derive(Debug)]
+pub struct Host {
+    /// The configuration the components were built from; reloads change only routes.
+    config: Config,
+    /// The registry of components.
+    components: Arc<Components>,
+    /// The live routes, swapped on reload.
+    routes: Arc<Routes>,
+    /// The host's own publisher handle, dropped at shutdown so the bus can drain.
+    bus: Option<Bus>,
+    /// The shutdown stages.
+    shutdown: Shutdown,
+    /// Bus workers.
+    workers: JoinSet<()>,
+    /// Target tasks (endpoints), which finish once their queues close.
+    targets: JoinSet<()>,
+    /// Listeners (entrypoints, admin).
+    listeners: JoinSet<()>,
+    /// The pipeline, holding the target queues; dropped at shutdown to close them.
+    pipeline: Option<Pipeline>,
+    /// The bound admin address.
+    admin_addr: SocketAddr,
+    /// The bound entrypoint listener address, when there are entrypoints.
+    listen_addr: Option<SocketAddr>,
+    /// Readiness of every component and adapter.
+    readiness: Arc<Readiness>,
+}
+
+impl Host {
+    /// Builds and starts everything `config` describes, writing packet lines to `sink`.
+    ///
+    /// # Errors
+    /// When an adapter cannot be loaded or a listener cannot bind.
+    pub async fn start(config: Config, sink: Sink) -> Result<Self, StartError> {
+        let components = Arc::new(Components::from_config(&config));
+        let table = RouteTable::build(&components, &config.routes, None).map_err(|e| {
+            // `Config::validate` refuses such routes with their paths first.
+            StartError::Runtime(format!("routes: {e}"))
+        })?;
+        let routes = Arc::new(Routes::new(table));
+        let packet_log = Arc::new(PacketLog::new(&config.packet_log, sink));
+        let recorder = Arc::new(Recorder::new(Arc::clone(&components), packet_log));
+        let (bus, shards) = Bus::new(&config.bus);
+        let adapters = AdapterRuntime::new(&config.adapters)
+            .map_err(|e| StartError::Runtime(format!("the adapter runtime: {e}")))?;
+        let readiness = Arc::new(Readiness::default());
+        let shutdown = Shutdown::default();
+        let host_config = Arc::new(config.host.clone());
+        let context = |name: &str| ComponentContext {
+            id: components.id(name).unwrap_or(ComponentId(u32::MAX)),
+            name: Arc::from(name),
+            bus: bus.clone(),
+            routes: Arc::clone(&routes),
+            recorder: Arc::clone(&recorder),
+            adapters: adapters.clone(),
+            shutdown: shutdown.clone(),
+            host: Arc::clone(&host_config),
+            readiness: Arc::clone(&readiness),
+        };
+
+        let mut targets_by_id: Vec<Option<TargetSender>> = vec![None; components.len()];
+        let mut targets = JoinSet::new();
+        let mut loaded: Vec<Adapter> = Vec::new();
+        for (name, endpoint) in &config.endpoints {
+            let ctx = context(name);
+            let id = ctx.id;
+            let (sender, task) = match endpoint {
+                EndpointConfig::Memory(c) => endpoints::memory::spawn(ctx, c)?,
+            };
+            targets_by_id[id.0 as usize] = Some(sender);
+            targets.spawn(async move {
+                // A panicking target is a bug; say so instead of vanishing.
+                if let Err(e) = task.await {
+                    tracing::error!(error = %e, "endpoint task failed");
+                }
+            });
+        }
+        let mut listeners = JoinSet::new();
+        let listen_addr =
+            entrypoints::start(&config, &context, &mut targets_by_id, &mut loaded, &mut listeners).await?;
+        readiness.watch_adapters(loaded);
+
+        let pipeline = Pipeline::new(
+            Arc::clone(&routes),
+            targets_by_id,
+            Arc::clone(&recorder),
+            Duration::from_millis(config.bus.publish_timeout_ms),
+        );
+        let mut workers = JoinSet::new();
+        for shard in shards {
+            workers.spawn(pipeline.clone().run_shard(shard));
+        }
+
+        let admin_state = admin::AdminState {
+            readiness: Arc::clone(&readiness),
+            routes: Arc::clone(&routes),
+            recorder: Arc::clone(&recorder),
+            bus: bus.clone(),
+        };
+        let admin_addr = admin::serve(
+            config.host.admin_listen,
+            admin_state,
+            shutdown.accept.clone(),
+            &mut listeners,
+        )
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.host.admin_listen,
+            what: String::from("admin"),
+            source,
+        })?;
+        readiness.set_started();
+        tracing::info!(%admin_addr, entrypoints = ?listen_addr, shards = bus.shards(), "mediation host started");
+        Ok(Self {
+            config,
+            components,
+            routes,
+            bus: Some(bus),
+            shutdown,
+            workers,
+            targets,
+            listeners,
+            pipeline: Some(pipeline),
+            admin_addr,
+            listen_addr,
+            readiness,
+        })
+    }
+
+    /// The bound admin listener.
+    #[must_use]
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The bound entrypoint listener, when there are entrypoints.
+    #[must_use]
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen_addr
+    }
+
+    /// A publisher onto the bus, for components and tests.
+    ///
+    /// # Panics
+    /// After shutdown began.
+    #[must_use]
+    pub fn bus(&self) -> Bus {
+        self.bus.clone().expect("the host is running")
+    }
+
+    /// The id of component `name`.
+    #[must_use]
+    pub fn component(&self, name: &str) -> Option<ComponentId> {
+        self.components.id(name)
+    }
+
+    /// Replaces the routes with those of `new`, if they are valid against the running
+    /// components. Component changes need a restart and are reported, not applied.
+    ///
+    /// # Errors
+    /// The problems in the new routes; the running routes stay.
+    pub fn reload_routes(&self, new: &Config) -> Result<usize, ConfigError> {
+        config::validate_reload(&self.config, &new.routes)?;
+        if format!("{:?}{:?}", self.config.entrypoints, self.config.endpoints)
+            != format!("{:?}{:?}", new.entrypoints, new.endpoints)
+        {
+            tracing::warn!("entrypoint or endpoint changes take effect at the next restart; only routes were reloaded");
+        }
+        let previous = self.routes.snapshot();
+        let table =
+            RouteTable::build(&self.components, &new.routes, Some(&previous)).map_err(|message| ConfigError {
+                file: None,
+                problems: vec![config::Problem {
+                    path: String::from("routes"),
+                    message,
+                }],
+            })?;
+        self.routes.replace(table);
+        Ok(new.routes.len())
+    }
+
+    /// Readiness as `/readyz` reports it.
+    #[must_use]
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// Shuts down in order, each stage bounded by the shutdown timeout: stop accepting
+    /// and close clients, stop the sources, drain the bus, then let the targets flush.
+    pub async fn shutdown(mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.host.shutdown_timeout_ms);
+        self.readiness.set_stopping();
+        self.shutdown.accept.cancel();
+        drain("listeners", &mut self.listeners, deadline).await;
+        self.shutdown.sources.cancel();
+        self.bus = None;
+        drain("bus workers", &mut self.workers, deadline).await;
+        self.pipeline = None;
+        drain("endpoints", &mut self.targets, deadline).await;
+        tracing::info!("mediation host stopped");
+    }
+}
+
+/// Waits for `tasks` until `deadline`, then aborts what is left and says so.
+async fn drain(what: &str, tasks: &mut JoinSet<()>, deadline: tokio::time::Instant) {
+    while !tasks.is_empty() {
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(_) => {}
+            Err(_) => {
+                tracing::warn!(
+                    stage = what,
+                    left = tasks.len(),
+                    "shutdown deadline passed; stopping the rest"
+                );
+                tasks.abort_all();
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The pipeline each bus worker runs: lifecycle → route → deliver, with the packet
+//! log written once a delivery has its outcome.
+//!
+//! "Deliver" hands the event to the target's bounded queue. The target (an endpoint
+//! task, an entrypoint hub) confirms later and records the outcome through the same
+//! [`Recorder`], so the packet log and the sender's acknowledgement both wait for the
+//! real confirmation, while the worker moves on to the next event.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
+
+use crate::event::{DeliveryError, Event, EventKind};
+use crate::metrics::{ComponentStats, Outcome};
+use crate::packet_log::{Packet, PacketLog};
+use crate::routing::{ComponentId, Components, Route, RouteTable, Routes};
+
+/// Events a worker takes from its shard at once. Bounds the time one route snapshot
+/// is held and how many packet lines are written per flush.
+const WORKER_BATCH: usize = 128;
+
+/// One event on its way to one target.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The event; for fan-out, one copy per target.
+    pub event: Event,
+    /// The route it travels on.
+    pub route: Arc<Route>,
+}
+
+/// The sending side of a target's queue.
+pub type TargetSender = mpsc::Sender<Delivery>;
+/// The receiving side, owned by the target's task.
+pub type TargetReceiver = mpsc::Receiver<Delivery>;
+
+/// Records how deliveries ended: route counters, the packet log, and the sender's
+/// acknowledgement. Shared by the pipeline and every target.
+#[derive(Debug)]
+pub struct Recorder {
+    /// Component names, for the packet log.
+    components: Arc<Components>,
+    /// Per-component counters, indexed by [`ComponentId`].
+    stats: Arc<[ComponentStats]>,
+    /// The packet log.
+    packet_log: Arc<PacketLog>,
+}
+
+impl Recorder {
+    /// A recorder over `components`, writing to `packet_log`.
+    #[must_use]
+    pub fn new(components: Arc<Components>, packet_log: Arc<PacketLog>) -> Self {
+        let stats = (0..components.len()).map(|_| ComponentStats::default()).collect();
+        Self {
+            components,
+            stats,
+            packet_log,
+        }
+    }
+
+    /// The component registry.
+    #[must_use]
+    pub fn components(&self) -> &Components {
+        &self.components
+    }
+
+    /// The counters of component `id`.
+    #[must_use]
+    pub fn stats(&self, id: ComponentId) -> Option<&ComponentStats> {
+        self.stats.get(id.0 as usize)
+    }
+
+    /// Records the outcome of delivering `event` on `route`, appends its packet line
+    /// to `log` and settles its acknowledgement.
+    pub fn finish(&self, mut event: Event, route: &Route, result: Result<(), DeliveryError>, log: &mut Vec<u8>) {
+        let outcome = result.as_ref().err().map_or(Outcome::Delivered, DeliveryError::outcome);
+        route.stats.record(outcome);
+        if outcome == Outcome::Delivered {
+            route.stats.latency.observe(event.received_at.elapsed());
+        }
+        let packet = Packet {
+            event: &event,
+            source: self.components.name(route.source),
+            route: Some(route),
+            target: Some(self.components.name(route.target)),
+            outcome,
+            error: result.as_ref().err(),
+        };
+        self.packet_log.record(log, &packet);
+        event.settle(result);
+    }
+
+    /// Records an event that no route took.
+    pub fn unrouted(&self, mut event: Event, log: &mut Vec<u8>) {
+        if let Some(stats) = self.stats(event.source) {
+            stats.unrouted.fetch_add(1, Ordering::Relaxed);
+        }
+        let source = self.components.name(event.source);
+        let error = DeliveryError::NoRoute(source.to_owned());
+        let packet = Packet {
+            event: &event,
+            source,
+            route: None,
+            target: None,
+            outcome: Outcome::NoRoute,
+            error: Some(&error),
+        };
+        self.packet_log.record(log, &packet);
+        event.settle(Err(error));
+    }
+
+    /// Writes out the packet lines gathered in `log`.
+    pub fn flush(&self, log: &mut Vec<u8>) {
+        self.packet_log.flush(log);
+    }
+}
+
+/// What every bus worker shares.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The live route table.
+    routes: Arc<Routes>,
+    /// Each component's queue, indexed by [`ComponentId`]; `None` for a component
+    /// that takes no deliveries.
+    targets: Arc<[Option<TargetSender>]>,
+    /// Outcomes, counters and the packet log.
+    recorder: Arc<Recorder>,
+    /// How long delivery waits for room in a target's queue before it fails as busy.
+    publish_timeout: Duration,
+}
+
+impl Pipeline {
+    /// A pipeline over `routes`, delivering to `targets`.
+    #[must_use]
+    pub fn new(
+        routes: Arc<Routes>,
+        targets: Vec<Option<TargetSender>>,
+        recorder: Arc<Recorder>,
+        publish_timeout: Duration,
+    ) -> Self {
+        Self {
+            routes,
+            targets: targets.into(),
+            recorder,
+            publish_timeout,
+        }
+    }
+
+    /// Runs one bus shard until every publisher is gone and the shard is drained.
+    pub async fn run_shard(self, mut shard: mpsc::Receiver<Event>) {
+        let mut batch = Vec::with_capacity(WORKER_BATCH);
+        let mut log = Vec::new();
+        while shard.recv_many(&mut batch, WORKER_BATCH).await > 0 {
+            let table = self.routes.snapshot();
+            for event in batch.drain(..) {
+                self.process(&table, event, &mut log).await;
+            }
+            self.recorder.flush(&mut log);
+        }
+    }
+
+    /// Runs one event through lifecycle → route → deliver.
+    pub async fn process(&self, table: &RouteTable, event: Event, log: &mut Vec<u8>) {
+        if event.kind.is_lifecycle() {
+            self.lifecycle(&event);
+            return;
+        }
+        let Some((last, rest)) = table.from_source(event.source).split_last() else {
+            self.recorder.unrouted(event, log);
+            return;
+        };
+        for route in rest {
+            self.deliver(route, event.clone(), log).await;
+        }
+        self.deliver(last, event, log).await;
+    }
+
+    /// Connects and disconnects are counted and logged, then end the pipeline
+    /// normally: they are not failures and no route sees them.
+    fn lifecycle(&self, event: &Event) {
+        let Some(stats) = self.recorder.stats(event.source) else {
+            return;
+        };
+        let counter = if event.kind == EventKind::Connect {
+            &stats.connects
+        } else {
+            &stats.disconnects
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            source = self.recorder.components().name(event.source),
+            client_id = event.client_id.as_ref().map(|c| c.as_str()),
+            kind = ?event.kind,
+            "client lifecycle"
+        );
+    }
+
+    async fn deliver(&self, route: &Arc<Route>, event: Event, log: &mut Vec<u8>) {
+        let Some(Some(queue)) = self.targets.get(route.target.0 as usize) else {
+            let target = self.recorder.components().name(route.target).to_owned();
+            let error = DeliveryError::Target {
+                target,
+                message: String::from("takes no deliveries"),
+            };
+            self.recorder.finish(event, route, Err(error), log);
+            return;
+        };
+        let delivery = Delivery {
+            event,
+            route: Arc::clone(route),
+        };
+        let delivery = match queue.try_send(delivery) {
+            Ok(()) => return,
+            Err(TrySendError::Full(delivery)) => delivery,
+            Err(TrySendError::Closed(delivery)) => return self.fail(delivery, DeliveryError::ShuttingDown, log),
+        };
+        // Lines gathered so far go out now rather than after a wait of up to the
+        // publish timeout.
+        self.recorder.flush(log);
+        match queue.send_timeout(delivery, self.publish_timeout).await {
+            Ok(()) => {}
+            Err(SendTimeoutError::Timeout(delivery)) => {
+                let target = self.recorder.components().name(delivery.route.target).to_owned();
+                self.fail(delivery, DeliveryError::Busy(target), log);
+            }
+            Err(SendTimeoutError::Closed(delivery)) => self.fail(delivery, DeliveryError::ShuttingDown, log),
+        }
+    }
+
+    fn fail(&self, delivery: Delivery, error: DeliveryError, log: &mut Vec<u8>) {
+        self.recorder.finish(delivery.event, &delivery.route, Err(error), log);
+    }
+}

@@ -1,0 +1,55 @@
+//! Route hot reload: on SIGHUP and whenever the config file changes, the file is
+//! loaded and checked again; valid routes replace the running ones in one atomic
+//! swap, and an invalid file leaves them as they are and logs why.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::host::Host;
+
+/// Watches `path` (every `poll` when not zero) and SIGHUP until `stop`, reloading the
+/// routes of `host`.
+///
+/// # Errors
+/// When the SIGHUP handler cannot be installed.
+pub async fn watch(host: &Host, path: PathBuf, poll: Duration, stop: CancellationToken) -> std::io::Result<()> {
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut seen = modified(&path);
+    let mut ticker = tokio::time::interval(if poll.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        poll
+    });
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let cause = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            _ = hangup.recv() => "SIGHUP",
+            _ = ticker.tick(), if !poll.is_zero() => {
+                let now = modified(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "file change"
+            }
+        };
+        reload(host, &path, cause);
+    }
+}
+
+fn modified(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Loads `path` and applies its routes to `host`, logging the result.
+pub fn reload(host: &Host, path: &std::path::Path, cause: &str) {
+    match Config::load(path).and_then(|config| host.reload_routes(&config)) {
+        Ok(routes) => tracing::info!(cause, routes, "routes reloaded"),
+        Err(e) => tracing::warn!(cause, error = %e, "reload refused; the running routes stay"),
+    }
+}
