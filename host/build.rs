@@ -11,22 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The default adapters embedded in the binary, by builtin name (= guest folder).
-const BUILTINS: [&str; 9] = [
-    "websocket",
-    "sse",
-    "http-get",
-    "http-post",
-    "kafka",
-    "rabbitmq",
-    "mqtt5",
-    "solace",
-    "jms",
-];
+const BUILTINS: [&str; 9] =
+    ["websocket", "sse", "http-get", "http-post", "kafka", "rabbitmq", "mqtt5", "solace", "jms"];
 /// Guests built for the tests and docs but not embedded, with the env var naming each file.
-const EXTRAS: [(&str, &str); 2] = [
-    ("example-shout", "MEDIATION_EXAMPLE_ADAPTER"),
-    ("misbehave", "MEDIATION_MISBEHAVE_ADAPTER"),
-];
+const EXTRAS: [(&str, &str); 2] =
+    [("example-shout", "MEDIATION_EXAMPLE_ADAPTER"), ("misbehave", "MEDIATION_MISBEHAVE_ADAPTER")];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -59,9 +48,7 @@ fn main() {
     ] {
         cargo.env_remove(var);
     }
-    cargo
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+    cargo.env("CARGO_PROFILE_RELEASE_DEBUG", "false").env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
     let status = cargo.status().expect("cannot run cargo to build the wasm adapters");
     assert!(
         status.success(),
@@ -78,10 +65,7 @@ fn main() {
     }
     write_builtins(&out_dir.join("builtins.rs"), &adapters);
     for (guest, var) in EXTRAS {
-        println!(
-            "cargo:rustc-env={var}={}",
-            adapters.join(format!("{guest}.wasm")).display()
-        );
+        println!("cargo:rustc-env={var}={}", adapters.join(format!("{guest}.wasm")).display());
     }
 }
 
@@ -91,11 +75,7 @@ fn write_builtins(file: &Path, adapters: &Path) {
     code.push_str("/// The component bytes of builtin adapter `name`.\npub fn bytes(name: &str) -> Option<&'static [u8]> {\n    match name {\n");
     for name in BUILTINS {
         let path = adapters.join(format!("{name}.wasm"));
-        let _ = writeln!(
-            code,
-            "        {name:?} => Some(include_bytes!({:?})),",
-            path.display().to_string()
-        );
+        let _ = writeln!(code, "        {name:?} => Some(include_bytes!({:?})),", path.display().to_string());
     }
     code.push_str("        _ => None,\n    }\n}\n");
     std::fs::write(file, code).expect("cannot write builtins.rs");

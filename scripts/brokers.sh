@@ -85,12 +85,14 @@ EOF
 
 # port_open PORT: something accepts TCP connections on $HOST:PORT.
 port_open() {
+  # shellcheck disable=SC2016  # expanded by the inner bash
   timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$HOST" "$1" 2>/dev/null
 }
 
 # probe PORT REQUEST NBYTES [TRAILER]: send REQUEST (a printf format with \x
 # escapes), print the first NBYTES of the reply as hex, then send TRAILER.
 probe() {
+  # shellcheck disable=SC2016  # expanded by the inner bash
   timeout 5 bash -c '
     exec 3<>"/dev/tcp/$0/$1" || exit 1
     printf "$2" >&3
@@ -307,7 +309,7 @@ readonly RMQ_ENV=(
   ERL_EPMD_ADDRESS="$HOST"
   ERL_CRASH_DUMP="$RMQ_DIR/log/erl_crash.dump"
 )
-rmqctl() { (cd "$RMQ_DIR" && env "${RMQ_ENV[@]}" "$RMQ_BIN/rabbitmqctl" -q -n "$RMQ_NODE" "$@"); }
+rmqctl() { (cd "$RMQ_DIR" && env "${RMQ_ENV[@]}" "$RMQ_BIN/rabbitmqctl" -q -n "$RMQ_NODE" "$@" 9>&-); }
 rabbitmq_pid() { pid_of "$RMQ_DIR/rabbitmq.pid" beam; }
 rabbitmq_log() { echo "$RMQ_DIR/log/rabbit.log (and $RMQ_DIR/log/startup.log)"; }
 rabbitmq_addr() { echo "amqp://$HOST:$RABBITMQ_PORT (guest/guest, $TEST_USER/$TEST_PASSWORD)"; }
@@ -335,11 +337,15 @@ EOF
 rabbitmq_verify() {
   # Full boot (not just the listener), then the test user.
   rmqctl await_startup --timeout "$TIMEOUT" >>"$RMQ_DIR/log/ctl.log" 2>&1 || return 1
-  if ! rmqctl authenticate_user "$TEST_USER" "$TEST_PASSWORD" >>"$RMQ_DIR/log/ctl.log" 2>&1; then
-    rmqctl list_users 2>>"$RMQ_DIR/log/ctl.log" | grep -q "^$TEST_USER[[:space:]]" ||
-      rmqctl add_user "$TEST_USER" "$TEST_PASSWORD" >>"$RMQ_DIR/log/ctl.log" 2>&1 || return 1
-    rmqctl change_password "$TEST_USER" "$TEST_PASSWORD" >>"$RMQ_DIR/log/ctl.log" 2>&1 || return 1
+  # The user lives in the (kept) data dir; create it on first boot.
+  if rmqctl authenticate_user "$TEST_USER" "$TEST_PASSWORD" >/dev/null 2>&1; then
+    return 0
   fi
+  log "rabbitmq: creating user $TEST_USER"
+  {
+    rmqctl add_user "$TEST_USER" "$TEST_PASSWORD" ||
+      rmqctl change_password "$TEST_USER" "$TEST_PASSWORD"
+  } >>"$RMQ_DIR/log/ctl.log" 2>&1 || return 1
   rmqctl set_user_tags "$TEST_USER" administrator >>"$RMQ_DIR/log/ctl.log" 2>&1 &&
     rmqctl set_permissions -p / "$TEST_USER" '.*' '.*' '.*' >>"$RMQ_DIR/log/ctl.log" 2>&1
 }
@@ -350,7 +356,10 @@ rabbitmq_stop() {
   if [[ -z $pid ]] && ! port_open "$RABBITMQ_PORT"; then return 0; fi
   rmqctl stop >>"$RMQ_DIR/log/ctl.log" 2>&1 || true
   if ! wait_gone "$pid" "$RABBITMQ_PORT" 60; then
-    [[ -n $pid ]] || die "rabbitmq: port $RABBITMQ_PORT still open and no pid file; not ours?"
+    if [[ -z $pid ]]; then
+      err "rabbitmq: port $RABBITMQ_PORT still open and no live pid file; not started by this script?"
+      return 1
+    fi
     stop_pid rabbitmq "$pid" "$RABBITMQ_PORT"
   fi
   # epmd refuses to die while any Erlang node is still registered.
@@ -546,7 +555,8 @@ artemis_create_instance() {
     die "artemis: core acceptor is not on $HOST:$ARTEMIS_CORE_PORT in $xml"
 
   # Second user (plain text is accepted by the properties login module).
-  echo "$TEST_USER = $TEST_PASSWORD" >>"$ARTEMIS_INSTANCE/etc/artemis-users.properties"
+  # (The generated file has no trailing newline.)
+  printf '\n%s = %s\n' "$TEST_USER" "$TEST_PASSWORD" >>"$ARTEMIS_INSTANCE/etc/artemis-users.properties"
   sed -i -E "s/^amq[[:space:]]*=[[:space:]]*(.*)$/amq = \1,$TEST_USER/" "$ARTEMIS_INSTANCE/etc/artemis-roles.properties"
   grep -qE "^amq = .*,$TEST_USER$" "$ARTEMIS_INSTANCE/etc/artemis-roles.properties" ||
     die "artemis: could not add $TEST_USER to role amq"
@@ -619,6 +629,8 @@ cmd_up() {
   for b in "${SELECTED[@]}"; do
     if pid=$("${b}_pid"); then
       launched[$b]=$pid
+      [[ -z ${BROKERS_FRESH:-} ]] ||
+        log "$b: already running, BROKERS_FRESH ignored (run '$0 down $b' first)"
       continue
     fi
     if port_open "$("${b}_port")"; then
@@ -645,6 +657,7 @@ cmd_up() {
         err "$b did not become ready within ${TIMEOUT}s; see $("${b}_log")"
       else
         err "$b exited during startup; see $("${b}_log")"
+        err "  (if its data dir is damaged: $0 down $b && BROKERS_FRESH=1 $0 up $b)"
       fi
       failed+=("$b")
     fi
@@ -654,18 +667,21 @@ cmd_up() {
 }
 
 cmd_down() {
-  local b
+  local b rc=0
   lock
   for b in "${SELECTED[@]}"; do
     if "${b}_pid" >/dev/null || port_open "$("${b}_port")"; then
       log "$b: stopping"
-      "${b}_stop"
+      "${b}_stop" || true
       if port_open "$("${b}_port")"; then
-        err "$b: port $("${b}_port") is still open (a process this script did not start?)"
+        err "$b: port $HOST:$("${b}_port") is still open (held by a process this script did not start?)"
+        rc=1
+        continue
       fi
     fi
     log "$(printf '%-9s down' "$b")"
   done
+  return "$rc"
 }
 
 cmd_status() {

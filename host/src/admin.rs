@@ -42,18 +42,12 @@ impl Readiness {
 
     /// Watches these adapters' failure streaks.
     pub fn watch_adapters(&self, adapters: Vec<Adapter>) {
-        self.adapters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(adapters);
+        self.adapters.lock().unwrap_or_else(PoisonError::into_inner).extend(adapters);
     }
 
     /// Watches one more adapter.
     pub fn watch_adapter(&self, adapter: Adapter) {
-        self.adapters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(adapter);
+        self.adapters.lock().unwrap_or_else(PoisonError::into_inner).push(adapter);
     }
 
     /// Reports component `name` down because of `reason`, or up again with `None`.
@@ -127,11 +121,7 @@ pub async fn serve(
                 "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n"),
                 "/readyz" => ready(&state.readiness),
                 "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", render(&state)),
-                _ => respond(
-                    StatusCode::NOT_FOUND,
-                    "text/plain",
-                    "not found: try /healthz, /readyz or /metrics\n",
-                ),
+                _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found: try /healthz, /readyz or /metrics\n"),
             }
         })
     });
@@ -142,11 +132,7 @@ pub async fn serve(
 fn ready(readiness: &Readiness) -> hyper::Response<server::Body> {
     let problems = readiness.problems();
     let body = serde_json::json!({ "ready": problems.is_empty(), "problems": problems }).to_string();
-    let status = if problems.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     respond(status, "application/json", body)
 }
 
@@ -154,11 +140,7 @@ fn ready(readiness: &Readiness) -> hyper::Response<server::Body> {
 fn render(state: &AdminState) -> String {
     let mut e = Exposition::default();
     let table = state.routes.snapshot();
-    e.family(
-        "mediation_events_total",
-        "counter",
-        "Events delivered or not, by route and outcome.",
-    );
+    e.family("mediation_events_total", "counter", "Events delivered or not, by route and outcome.");
     for route in table.routes() {
         for outcome in Outcome::ALL {
             if outcome != Outcome::NoRoute {
@@ -167,11 +149,7 @@ fn render(state: &AdminState) -> String {
             }
         }
     }
-    e.family(
-        "mediation_delivery_latency_seconds",
-        "histogram",
-        "Time from receipt to the target's confirmation.",
-    );
+    e.family("mediation_delivery_latency_seconds", "histogram", "Time from receipt to the target's confirmation.");
     for route in table.routes() {
         e.histogram(
             "mediation_delivery_latency_seconds",
@@ -183,37 +161,19 @@ fn render(state: &AdminState) -> String {
     let per_component = |e: &mut Exposition, name: &str, read: &dyn Fn(&crate::metrics::ComponentStats) -> i64| {
         for id in (0..components.len()).map(|i| crate::routing::ComponentId(u32::try_from(i).unwrap_or(u32::MAX))) {
             if let Some(stats) = state.recorder.stats(id) {
-                e.sample(
-                    name,
-                    &format!("component=\"{}\"", label(components.name(id))),
-                    read(stats),
-                );
+                e.sample(name, &format!("component=\"{}\"", label(components.name(id))), read(stats));
             }
         }
     };
     let load = |a: &std::sync::atomic::AtomicU64| i64::try_from(a.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
-    e.family(
-        "mediation_unrouted_events_total",
-        "counter",
-        "Events no route took, by source.",
-    );
+    e.family("mediation_unrouted_events_total", "counter", "Events no route took, by source.");
     per_component(&mut e, "mediation_unrouted_events_total", &|s| load(&s.unrouted));
-    e.family(
-        "mediation_client_connects_total",
-        "counter",
-        "Client connect lifecycle events.",
-    );
+    e.family("mediation_client_connects_total", "counter", "Client connect lifecycle events.");
     per_component(&mut e, "mediation_client_connects_total", &|s| load(&s.connects));
-    e.family(
-        "mediation_client_disconnects_total",
-        "counter",
-        "Client disconnect lifecycle events.",
-    );
+    e.family("mediation_client_disconnects_total", "counter", "Client disconnect lifecycle events.");
     per_component(&mut e, "mediation_client_disconnects_total", &|s| load(&s.disconnects));
     e.family("mediation_connections", "gauge", "Open client connections.");
-    per_component(&mut e, "mediation_connections", &|s| {
-        s.connections.load(Ordering::Relaxed)
-    });
+    per_component(&mut e, "mediation_connections", &|s| s.connections.load(Ordering::Relaxed));
     e.family("mediation_bus_depth", "gauge", "Events queued on the bus.");
     e.sample("mediation_bus_depth", "", state.bus.depth());
 
@@ -226,11 +186,7 @@ fn render(state: &AdminState) -> String {
             a.stats().calls.load(Ordering::Relaxed),
         );
     }
-    e.family(
-        "mediation_adapter_failures_total",
-        "counter",
-        "Failed adapter calls by reason, and refused items.",
-    );
+    e.family("mediation_adapter_failures_total", "counter", "Failed adapter calls by reason, and refused items.");
     for a in &adapters {
         let s = a.stats();
         for (reason, counter) in [
@@ -241,11 +197,7 @@ fn render(state: &AdminState) -> String {
             ("item_refused", &s.item_errors),
         ] {
             let labels = format!("adapter=\"{}\",reason=\"{reason}\"", label(a.name()));
-            e.sample(
-                "mediation_adapter_failures_total",
-                &labels,
-                counter.load(Ordering::Relaxed),
-            );
+            e.sample("mediation_adapter_failures_total", &labels, counter.load(Ordering::Relaxed));
         }
     }
     e.finish()

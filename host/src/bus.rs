@@ -60,13 +60,7 @@ impl Bus {
             config.shards
         };
         let (senders, receivers) = (0..shards).map(|_| mpsc::channel(config.queue_capacity.max(1))).unzip();
-        (
-            Self {
-                shards: senders,
-                publish_timeout: Duration::from_millis(config.publish_timeout_ms),
-            },
-            receivers,
-        )
+        (Self { shards: senders, publish_timeout: Duration::from_millis(config.publish_timeout_ms) }, receivers)
     }
 
     /// Queues `event` on the shard of its ordering key, waiting up to the publish
@@ -129,11 +123,7 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_order_per_key_across_shards() {
-        let config = BusConfig {
-            shards: 4,
-            queue_capacity: 1024,
-            publish_timeout_ms: 1000,
-        };
+        let config = BusConfig { shards: 4, queue_capacity: 1024, publish_timeout_ms: 1000 };
         let (bus, receivers) = Bus::new(&config);
         for n in 0..200u32 {
             for key in 0..8u64 {
@@ -152,10 +142,7 @@ mod tests {
             }
             shards_used += usize::from(any);
         }
-        assert!(
-            shards_used > 1,
-            "eight keys should spread over more than one of four shards"
-        );
+        assert!(shards_used > 1, "eight keys should spread over more than one of four shards");
         for key in 0..8 {
             assert_eq!(per_key[&key], (0..200).collect::<Vec<_>>(), "key {key} out of order");
         }
@@ -163,11 +150,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_full_shard_answers_busy_with_the_event_after_the_timeout() {
-        let config = BusConfig {
-            shards: 1,
-            queue_capacity: 2,
-            publish_timeout_ms: 50,
-        };
+        let config = BusConfig { shards: 1, queue_capacity: 2, publish_timeout_ms: 50 };
         let (bus, mut receivers) = Bus::new(&config);
         bus.publish(event(1, 1)).await.expect("room");
         bus.publish(event(1, 2)).await.expect("room");
@@ -175,11 +158,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let err = bus.publish(event(1, 3)).await.expect_err("the shard is full");
         assert!(matches!(err, BusError::Busy { timeout_ms: 50, .. }), "{err}");
-        assert_eq!(
-            started.elapsed(),
-            Duration::from_millis(50),
-            "waited exactly the publish timeout"
-        );
+        assert_eq!(started.elapsed(), Duration::from_millis(50), "waited exactly the publish timeout");
         assert_eq!(&err.into_event().payload[..], &3u32.to_be_bytes());
 
         // Once the worker takes one, the publisher gets in.

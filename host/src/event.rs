@@ -117,10 +117,7 @@ pub struct Header {
 impl Header {
     /// A header from a name and a value.
     pub fn new(name: impl Into<Text>, value: impl Into<Bytes>) -> Self {
-        Self {
-            name: name.into(),
-            value: value.into(),
-        }
+        Self { name: name.into(), value: value.into() }
     }
 }
 
@@ -202,21 +199,13 @@ impl Event {
     /// The value of the first header called `name`, compared case-insensitively.
     #[must_use]
     pub fn header(&self, name: &str) -> Option<&Bytes> {
-        self.headers
-            .iter()
-            .find(|h| h.name.as_str().eq_ignore_ascii_case(name))
-            .map(|h| &h.value)
+        self.headers.iter().find(|h| h.name.as_str().eq_ignore_ascii_case(name)).map(|h| &h.value)
     }
 
     /// Payload and header bytes: what size limits count.
     #[must_use]
     pub fn size(&self) -> usize {
-        self.payload.len()
-            + self
-                .headers
-                .iter()
-                .map(|h| h.name.as_bytes().len() + h.value.len())
-                .sum::<usize>()
+        self.payload.len() + self.headers.iter().map(|h| h.name.as_bytes().len() + h.value.len()).sum::<usize>()
     }
 
     /// A copy that carries no part of the acknowledgement: the start of a new leg (a
@@ -314,13 +303,7 @@ impl Ack {
             first_error: std::sync::Mutex::new(None),
             notify: std::sync::Mutex::new(Some(tx)),
         };
-        (
-            Self {
-                state: Arc::new(state),
-                settled: false,
-            },
-            rx,
-        )
+        (Self { state: Arc::new(state), settled: false }, rx)
     }
 
     /// Settles this part. The sender hears once every part is settled: success if all
@@ -333,30 +316,15 @@ impl Ack {
         self.settled = true;
         if let Err(e) = outcome {
             // A poisoned lock only means another part panicked; the slot is still usable.
-            let mut first = self
-                .state
-                .first_error
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut first = self.state.first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             first.get_or_insert(e);
         }
         if self.state.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let result = match self
-                .state
-                .first_error
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take()
-            {
+            let result = match self.state.first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
                 Some(e) => Err(e),
                 None => Ok(()),
             };
-            let notify = self
-                .state
-                .notify
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
+            let notify = self.state.notify.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
             if let Some(tx) = notify {
                 // The sender may have given up waiting; then nobody needs the answer.
                 let _ = tx.send(result);
@@ -368,10 +336,7 @@ impl Ack {
 impl Clone for Ack {
     fn clone(&self) -> Self {
         self.state.pending.fetch_add(1, Ordering::AcqRel);
-        Self {
-            state: Arc::clone(&self.state),
-            settled: false,
-        }
+        Self { state: Arc::clone(&self.state), settled: false }
     }
 }
 

@@ -153,7 +153,7 @@ impl Host {
         );
         let mut workers = JoinSet::new();
         for shard in shards {
-            workers.spawn(pipeline.clone().run_shard(shard));
+            workers.spawn(pipeline.clone().run_shard(shard, shutdown.sources.clone()));
         }
 
         let admin_state = admin::AdminState {
@@ -162,18 +162,13 @@ impl Host {
             recorder: Arc::clone(&recorder),
             bus: bus.clone(),
         };
-        let admin_addr = admin::serve(
-            config.host.admin_listen,
-            admin_state,
-            shutdown.accept.clone(),
-            &mut listeners,
-        )
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.host.admin_listen,
-            what: String::from("admin"),
-            source,
-        })?;
+        let admin_addr = admin::serve(config.host.admin_listen, admin_state, shutdown.accept.clone(), &mut listeners)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.host.admin_listen,
+                what: String::from("admin"),
+                source,
+            })?;
         readiness.set_started();
         tracing::info!(%admin_addr, entrypoints = ?listen_addr, shards = bus.shards(), "mediation host started");
         Ok(Self {
@@ -232,14 +227,9 @@ impl Host {
             tracing::warn!("entrypoint or endpoint changes take effect at the next restart; only routes were reloaded");
         }
         let previous = self.routes.snapshot();
-        let table =
-            RouteTable::build(&self.components, &new.routes, Some(&previous)).map_err(|message| ConfigError {
-                file: None,
-                problems: vec![config::Problem {
-                    path: String::from("routes"),
-                    message,
-                }],
-            })?;
+        let table = RouteTable::build(&self.components, &new.routes, Some(&previous)).map_err(|message| {
+            ConfigError { file: None, problems: vec![config::Problem { path: String::from("routes"), message }] }
+        })?;
         self.routes.replace(table);
         Ok(new.routes.len())
     }
@@ -272,11 +262,7 @@ async fn drain(what: &str, tasks: &mut JoinSet<()>, deadline: tokio::time::Insta
         match tokio::time::timeout_at(deadline, tasks.join_next()).await {
             Ok(_) => {}
             Err(_) => {
-                tracing::warn!(
-                    stage = what,
-                    left = tasks.len(),
-                    "shutdown deadline passed; stopping the rest"
-                );
+                tracing::warn!(stage = what, left = tasks.len(), "shutdown deadline passed; stopping the rest");
                 tasks.abort_all();
                 return;
             }

@@ -27,14 +27,8 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in label order.
-    pub const ALL: [Self; 6] = [
-        Self::Delivered,
-        Self::Busy,
-        Self::NoRoute,
-        Self::AdapterError,
-        Self::TargetError,
-        Self::ShuttingDown,
-    ];
+    pub const ALL: [Self; 6] =
+        [Self::Delivered, Self::Busy, Self::NoRoute, Self::AdapterError, Self::TargetError, Self::ShuttingDown];
 
     /// The label value.
     #[must_use]
@@ -51,9 +45,7 @@ impl Outcome {
 }
 
 /// Latency bucket upper bounds in microseconds, from 100 µs to 5 s.
-const LATENCY_BUCKETS_US: [u64; 10] = [
-    100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000,
-];
+const LATENCY_BUCKETS_US: [u64; 10] = [100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000];
 
 /// A fixed-bucket latency histogram.
 #[derive(Debug, Default)]
@@ -68,10 +60,7 @@ impl Histogram {
     /// Records one observation.
     pub fn observe(&self, latency: Duration) {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let slot = LATENCY_BUCKETS_US
-            .iter()
-            .position(|&b| us <= b)
-            .unwrap_or(LATENCY_BUCKETS_US.len());
+        let slot = LATENCY_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BUCKETS_US.len());
         self.buckets[slot].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
@@ -80,9 +69,7 @@ impl Histogram {
         let mut cumulative = 0;
         for (i, bucket) in self.buckets.iter().enumerate() {
             cumulative += bucket.load(Ordering::Relaxed);
-            let le = LATENCY_BUCKETS_US
-                .get(i)
-                .map_or_else(|| String::from("+Inf"), |us| seconds(*us));
+            let le = LATENCY_BUCKETS_US.get(i).map_or_else(|| String::from("+Inf"), |us| seconds(*us));
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
         }
         let sum = seconds(self.sum_us.load(Ordering::Relaxed));

@@ -176,10 +176,7 @@ impl PacketLog {
                 // the events are not.
                 let _ = out.write_all(buf).and_then(|()| out.flush());
             }
-            Sink::Memory(memory) => memory
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend_from_slice(buf),
+            Sink::Memory(memory) => memory.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(buf),
             Sink::Discard => {}
         }
         buf.clear();
@@ -304,10 +301,7 @@ mod tests {
         e.id = EventId::Given(Text::from("id-\"1\""));
         e.client_id = Some(Text::from("c1"));
         e.destination = Some(Text::from("orders"));
-        e.headers = vec![
-            Header::new("Authorization", "Bearer abc"),
-            Header::new("x-tenant", "t1"),
-        ];
+        e.headers = vec![Header::new("Authorization", "Bearer abc"), Header::new("x-tenant", "t1")];
         e
     }
 
@@ -315,14 +309,8 @@ mod tests {
         let log = PacketLog::new(config, Sink::Discard);
         let (route, mut event) = (route(), event());
         event.received_at = Instant::now() - Duration::from_millis(3);
-        let packet = Packet {
-            event: &event,
-            source: "ingest",
-            route: Some(&route),
-            target: Some("orders"),
-            outcome,
-            error,
-        };
+        let packet =
+            Packet { event: &event, source: "ingest", route: Some(&route), target: Some("orders"), outcome, error };
         let mut buf = Vec::new();
         let now = UNIX_EPOCH + Duration::from_millis(1_795_788_309_123);
         log.format(&mut buf, &packet, now, Instant::now());
@@ -351,11 +339,7 @@ mod tests {
 
     #[test]
     fn redacts_sensitive_headers_when_headers_are_included() {
-        let config = PacketLogConfig {
-            include_headers: true,
-            include_payload: true,
-            ..PacketLogConfig::default()
-        };
+        let config = PacketLogConfig { include_headers: true, include_payload: true, ..PacketLogConfig::default() };
         let error = DeliveryError::Busy(String::from("orders"));
         let v = line(&config, Outcome::Busy, Some(&error));
         assert_eq!(v["headers"]["Authorization"], "[redacted]");
@@ -367,10 +351,7 @@ mod tests {
 
     #[test]
     fn samples_successes_evenly_and_keeps_every_failure() {
-        let config = PacketLogConfig {
-            sample_rate: 0.25,
-            ..PacketLogConfig::default()
-        };
+        let config = PacketLogConfig { sample_rate: 0.25, ..PacketLogConfig::default() };
         let log = PacketLog::new(&config, Sink::Discard);
         let kept = (0..1000).filter(|_| log.sampled(Outcome::Delivered)).count();
         assert_eq!(kept, 250);

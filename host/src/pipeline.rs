@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
+use tokio_util::sync::CancellationToken;
 
 use crate::event::{DeliveryError, Event, EventKind};
 use crate::metrics::{ComponentStats, Outcome};
@@ -53,11 +54,7 @@ impl Recorder {
     #[must_use]
     pub fn new(components: Arc<Components>, packet_log: Arc<PacketLog>) -> Self {
         let stats = (0..components.len()).map(|_| ComponentStats::default()).collect();
-        Self {
-            components,
-            stats,
-            packet_log,
-        }
+        Self { components, stats, packet_log }
     }
 
     /// The component registry.
@@ -99,14 +96,8 @@ impl Recorder {
         }
         let source = self.components.name(event.source);
         let error = DeliveryError::NoRoute(source.to_owned());
-        let packet = Packet {
-            event: &event,
-            source,
-            route: None,
-            target: None,
-            outcome: Outcome::NoRoute,
-            error: Some(&error),
-        };
+        let packet =
+            Packet { event: &event, source, route: None, target: None, outcome: Outcome::NoRoute, error: Some(&error) };
         self.packet_log.record(log, &packet);
         event.settle(Err(error));
     }
@@ -140,19 +131,27 @@ impl Pipeline {
         recorder: Arc<Recorder>,
         publish_timeout: Duration,
     ) -> Self {
-        Self {
-            routes,
-            targets: targets.into(),
-            recorder,
-            publish_timeout,
-        }
+        Self { routes, targets: targets.into(), recorder, publish_timeout }
     }
 
-    /// Runs one bus shard until every publisher is gone and the shard is drained.
-    pub async fn run_shard(self, mut shard: mpsc::Receiver<Event>) {
+    /// Runs one bus shard until `stop` (the sources' shutdown stage), then closes the
+    /// shard, drains what is queued and returns. Publishing to a closed shard fails
+    /// with `Closed`, which senders see as "shutting down".
+    pub async fn run_shard(self, mut shard: mpsc::Receiver<Event>, stop: CancellationToken) {
         let mut batch = Vec::with_capacity(WORKER_BATCH);
         let mut log = Vec::new();
-        while shard.recv_many(&mut batch, WORKER_BATCH).await > 0 {
+        loop {
+            let taken = tokio::select! {
+                biased;
+                n = shard.recv_many(&mut batch, WORKER_BATCH) => n,
+                () = stop.cancelled() => {
+                    shard.close();
+                    shard.recv_many(&mut batch, WORKER_BATCH).await
+                }
+            };
+            if taken == 0 {
+                break;
+            }
             let table = self.routes.snapshot();
             for event in batch.drain(..) {
                 self.process(&table, event, &mut log).await;
@@ -183,11 +182,7 @@ impl Pipeline {
         let Some(stats) = self.recorder.stats(event.source) else {
             return;
         };
-        let counter = if event.kind == EventKind::Connect {
-            &stats.connects
-        } else {
-            &stats.disconnects
-        };
+        let counter = if event.kind == EventKind::Connect { &stats.connects } else { &stats.disconnects };
         counter.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             source = self.recorder.components().name(event.source),
@@ -200,17 +195,11 @@ impl Pipeline {
     async fn deliver(&self, route: &Arc<Route>, event: Event, log: &mut Vec<u8>) {
         let Some(Some(queue)) = self.targets.get(route.target.0 as usize) else {
             let target = self.recorder.components().name(route.target).to_owned();
-            let error = DeliveryError::Target {
-                target,
-                message: String::from("takes no deliveries"),
-            };
+            let error = DeliveryError::Target { target, message: String::from("takes no deliveries") };
             self.recorder.finish(event, route, Err(error), log);
             return;
         };
-        let delivery = Delivery {
-            event,
-            route: Arc::clone(route),
-        };
+        let delivery = Delivery { event, route: Arc::clone(route) };
         let delivery = match queue.try_send(delivery) {
             Ok(()) => return,
             Err(TrySendError::Full(delivery)) => delivery,

@@ -19,11 +19,7 @@ use crate::host::Host;
 pub async fn watch(host: &Host, path: PathBuf, poll: Duration, stop: CancellationToken) -> std::io::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let mut seen = modified(&path);
-    let mut ticker = tokio::time::interval(if poll.is_zero() {
-        Duration::from_secs(3600)
-    } else {
-        poll
-    });
+    let mut ticker = tokio::time::interval(if poll.is_zero() { Duration::from_secs(3600) } else { poll });
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let cause = tokio::select! {

@@ -58,11 +58,7 @@ impl Components {
     /// The id of `name`.
     #[must_use]
     pub fn id(&self, name: &str) -> Option<ComponentId> {
-        self.names
-            .iter()
-            .position(|n| &**n == name)
-            .and_then(|i| u32::try_from(i).ok())
-            .map(ComponentId)
+        self.names.iter().position(|n| &**n == name).and_then(|i| u32::try_from(i).ok()).map(ComponentId)
     }
 
     /// The name of `id`.
@@ -162,36 +158,19 @@ impl RouteTable {
     pub fn build(components: &Components, routes: &[RouteConfig], previous: Option<&Self>) -> Result<Self, String> {
         let mut by_source = vec![Vec::new(); components.len()];
         let known: HashMap<(ComponentId, ComponentId), Arc<RouteStats>> = previous
-            .map(|p| {
-                p.routes()
-                    .map(|r| ((r.source, r.target), Arc::clone(&r.stats)))
-                    .collect()
-            })
+            .map(|p| p.routes().map(|r| ((r.source, r.target), Arc::clone(&r.stats))).collect())
             .unwrap_or_default();
         for (index, config) in routes.iter().enumerate() {
-            let lookup = |name: &str| {
-                components
-                    .id(name)
-                    .ok_or_else(|| format!("no component named `{name}`"))
-            };
+            let lookup = |name: &str| components.id(name).ok_or_else(|| format!("no component named `{name}`"));
             let (source, target) = (lookup(&config.source)?, lookup(&config.target)?);
             let sides = components.side(source).zip(components.side(target));
             let direction = sides
                 .and_then(|(s, t)| Direction::between(s, t))
                 .ok_or_else(|| format!("`{}` and `{}` are on the same side", config.source, config.target))?;
             let label: Arc<str> = Arc::from(format!("{}->{}", config.source, config.target));
-            let stats = known
-                .get(&(source, target))
-                .cloned()
-                .unwrap_or_else(|| Arc::new(RouteStats::default()));
-            let route = Route {
-                index: u32::try_from(index).unwrap_or(u32::MAX),
-                source,
-                target,
-                direction,
-                label,
-                stats,
-            };
+            let stats = known.get(&(source, target)).cloned().unwrap_or_else(|| Arc::new(RouteStats::default()));
+            let route =
+                Route { index: u32::try_from(index).unwrap_or(u32::MAX), source, target, direction, label, stats };
             by_source[source.index()].push(Arc::new(route));
         }
         Ok(Self { by_source })
@@ -246,27 +225,16 @@ mod tests {
     }
 
     fn route(source: &str, target: &str) -> RouteConfig {
-        RouteConfig {
-            source: source.into(),
-            target: target.into(),
-            direction: None,
-        }
+        RouteConfig { source: source.into(), target: target.into(), direction: None }
     }
 
     #[test]
     fn fans_out_in_configuration_order_with_directions() {
         let c = components();
-        let table = RouteTable::build(
-            &c,
-            &[route("kafka", "sse"), route("ws", "kafka"), route("kafka", "ws")],
-            None,
-        )
-        .expect("valid routes");
-        let from_kafka: Vec<_> = table
-            .from_source(ComponentId(2))
-            .iter()
-            .map(|r| (r.label.to_string(), r.direction))
-            .collect();
+        let table = RouteTable::build(&c, &[route("kafka", "sse"), route("ws", "kafka"), route("kafka", "ws")], None)
+            .expect("valid routes");
+        let from_kafka: Vec<_> =
+            table.from_source(ComponentId(2)).iter().map(|r| (r.label.to_string(), r.direction)).collect();
         assert_eq!(
             from_kafka,
             vec![

@@ -39,10 +39,7 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 pub fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(content_type),
-    );
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
     response
 }
 
@@ -64,10 +61,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_connections: 1024,
-            header_read_timeout: Duration::from_secs(10),
-        }
+        Self { max_connections: 1024, header_read_timeout: Duration::from_secs(10) }
     }
 }
 

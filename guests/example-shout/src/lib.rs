@@ -26,9 +26,7 @@ impl Adapter for Shout {
             return Err(ItemError::unsupported("shout only maps text payloads"));
         }
         let text = std::str::from_utf8(item.payload()).map_err(|e| ItemError::malformed(format!("payload: {e}")))?;
-        out.copy_meta(item)
-            .payload(text.to_uppercase().as_bytes())
-            .header(&self.stamp.0, self.stamp.1.as_bytes());
+        out.copy_meta(item).payload(text.to_uppercase().as_bytes()).header(&self.stamp.0, self.stamp.1.as_bytes());
         Ok(())
     }
 

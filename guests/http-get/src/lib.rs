@@ -53,20 +53,13 @@ impl Adapter for HttpGet {
     fn configure(settings: &Settings) -> Result<Self, String> {
         settings.only(&["include_headers"])?;
         let headers = settings.choice("include_headers", &["true", "false"], "true")? == "true";
-        Ok(Self {
-            style: EventStyle {
-                type_tag: None,
-                headers,
-            },
-        })
+        Ok(Self { style: EventStyle { type_tag: None, headers } })
     }
 
     fn downstream(&self, _ctx: &Context<'_>, item: &Item<'_>, out: &mut BatchBuilder) -> Result<(), ItemError> {
         let mut body = Vec::with_capacity(item.payload().len() + 64);
         json::write_event(&mut body, item, self.style);
-        json::client_frame(out, item)?
-            .content_type("application/json")
-            .payload(&body);
+        json::client_frame(out, item)?.content_type("application/json").payload(&body);
         Ok(())
     }
 }
@@ -101,24 +94,12 @@ mod tests {
     }
 
     fn encode(adapter: &HttpGet, direction: Direction, input: BatchBuilder) -> Output {
-        let ctx = CallContext {
-            route: 0,
-            session: None,
-        };
+        let ctx = CallContext { route: 0, session: None };
         let (data, index) = input.into_parts();
         let (out, outcome) = run(adapter, direction, &ctx, &data, &index);
         let (data, index) = out.into_parts();
-        let errors = outcome
-            .errors
-            .into_iter()
-            .map(|e| (e.item, e.kind, e.message))
-            .collect();
-        Output {
-            data,
-            index,
-            produced: outcome.produced,
-            errors,
-        }
+        let errors = outcome.errors.into_iter().map(|e| (e.item, e.kind, e.message)).collect();
+        Output { data, index, produced: outcome.produced, errors }
     }
 
     fn text(bytes: &[u8]) -> &str {
@@ -186,11 +167,7 @@ mod tests {
             .binary(true)
             .header("trace", &[0xff, 0x00])
             .payload(&[0x01, 0x02, 0x03, 0xfe]);
-        input
-            .item(Kind::Data)
-            .sequence(4)
-            .content_type("application/json")
-            .payload(b"{not json");
+        input.item(Kind::Data).sequence(4).content_type("application/json").payload(b"{not json");
         let output = encode(&adapter(&[]).expect("defaults"), Direction::Downstream, input);
         assert_eq!(output.produced, vec![1, 1]);
         let out = output.batch();
@@ -199,21 +176,13 @@ mod tests {
             r#"{"seq":3,"content_type":"application/octet-stream","headers_base64":{"trace":"/wA="},"data_base64":"AQID/g=="}"#
         );
         assert!(!out.get(0).is_binary(), "the JSON object itself is text");
-        assert_eq!(
-            text(out.get(1).payload()),
-            r#"{"seq":4,"content_type":"application/json","data":"{not json"}"#
-        );
+        assert_eq!(text(out.get(1).payload()), r#"{"seq":4,"content_type":"application/json","data":"{not json"}"#);
     }
 
     #[test]
     fn include_headers_false_leaves_headers_out() {
         let mut input = BatchBuilder::default();
-        input
-            .item(Kind::Data)
-            .sequence(1)
-            .header("reply-to", b"inbox")
-            .header("bin", &[0xff])
-            .payload(b"hi");
+        input.item(Kind::Data).sequence(1).header("reply-to", b"inbox").header("bin", &[0xff]).payload(b"hi");
         let no_headers = adapter(&[("include_headers", "false")]).expect("valid setting");
         let output = encode(&no_headers, Direction::Downstream, input);
         let out = output.batch();
@@ -229,11 +198,7 @@ mod tests {
         assert_eq!(output.produced, vec![0, 1]);
         assert_eq!(
             output.errors,
-            vec![(
-                0,
-                ErrorKind::Unsupported,
-                String::from("only data events are sent to clients, not `resume` items")
-            )]
+            vec![(0, ErrorKind::Unsupported, String::from("only data events are sent to clients, not `resume` items"))]
         );
         let out = output.batch();
         assert_eq!(out.len(), 1);
@@ -245,11 +210,7 @@ mod tests {
         assert_eq!(output.produced, vec![0]);
         assert_eq!(
             output.errors,
-            vec![(
-                0,
-                ErrorKind::Unsupported,
-                String::from("this adapter does not map upstream")
-            )]
+            vec![(0, ErrorKind::Unsupported, String::from("this adapter does not map upstream"))]
         );
     }
 

@@ -72,10 +72,9 @@ impl HeaderPattern {
     fn matches(&self, name: &str) -> bool {
         match self {
             Self::Exact(exact) => name.eq_ignore_ascii_case(exact),
-            Self::Prefix(prefix) => name
-                .as_bytes()
-                .get(..prefix.len())
-                .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes())),
+            Self::Prefix(prefix) => {
+                name.as_bytes().get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+            }
         }
     }
 }
@@ -97,10 +96,7 @@ impl Adapter for HttpPost {
     fn configure(settings: &Settings) -> Result<Self, String> {
         settings.only(&["content_types", "forward_headers", "destination_param"])?;
         let accepted = settings
-            .list(
-                "content_types",
-                "application/json,application/x-ndjson,text/plain,application/octet-stream",
-            )
+            .list("content_types", "application/json,application/x-ndjson,text/plain,application/octet-stream")
             .iter()
             .map(|entry| {
                 let media_type = json::essence(entry).to_ascii_lowercase();
@@ -115,9 +111,7 @@ impl Adapter for HttpPost {
             })
             .collect::<Result<Vec<_>, _>>()?;
         if accepted.is_empty() {
-            return Err(String::from(
-                "setting `content_types`: must name at least one media type",
-            ));
+            return Err(String::from("setting `content_types`: must name at least one media type"));
         }
         let forward = settings
             .list("forward_headers", "traceparent,tracestate")
@@ -134,32 +128,21 @@ impl Adapter for HttpPost {
         if destination_param.as_deref() == Some("") {
             return Err(String::from("setting `destination_param`: must not be empty"));
         }
-        Ok(Self {
-            accepted,
-            forward,
-            destination_param,
-        })
+        Ok(Self { accepted, forward, destination_param })
     }
 
     fn upstream(&self, ctx: &Context<'_>, item: &Item<'_>, out: &mut BatchBuilder) -> Result<(), ItemError> {
         let content_type = item.content_type().unwrap_or(OCTET_STREAM);
         let media_type = json::essence(content_type);
         if !self.accepts(media_type) {
-            let assumed = if item.content_type().is_none() {
-                " (assumed for a request without one)"
-            } else {
-                ""
-            };
+            let assumed = if item.content_type().is_none() { " (assumed for a request without one)" } else { "" };
             return Err(ItemError::unsupported(format!(
                 "content type `{content_type}`{assumed} is not accepted (accepted: {})",
                 self.accepted.join(", ")
             )));
         }
-        let request = Request {
-            item: *item,
-            destination: self.destination(ctx, item)?,
-            forwarded: self.forwarded(ctx),
-        };
+        let request =
+            Request { item: *item, destination: self.destination(ctx, item)?, forwarded: self.forwarded(ctx) };
         let body = item.payload();
         if media_type.eq_ignore_ascii_case(NDJSON) {
             return request.split_lines(out);
@@ -169,9 +152,7 @@ impl Adapter for HttpPost {
         } else if json::is_textual(media_type) {
             json::utf8(body).map_err(|err| ItemError::malformed(format!("body is not UTF-8 text: {err}")))?;
         }
-        request
-            .event(out, item.id(), content_type, !json::is_textual(media_type))
-            .payload(body);
+        request.event(out, item.id(), content_type, !json::is_textual(media_type)).payload(body);
         Ok(())
     }
 }
@@ -193,9 +174,9 @@ impl HttpPost {
         };
         match ctx.query(param) {
             None => Ok(item.destination()),
-            Some("") => Err(ItemError::malformed(format!(
-                "query parameter `{param}` is empty; it names the destination"
-            ))),
+            Some("") => {
+                Err(ItemError::malformed(format!("query parameter `{param}` is empty; it names the destination")))
+            }
             Some(destination) => Ok(Some(destination)),
         }
     }
@@ -235,11 +216,7 @@ impl Request<'_> {
     ) -> ItemWriter<'b> {
         let item = &self.item;
         let mut event = out.item(Kind::Data);
-        event
-            .flags(item.flags())
-            .binary(binary)
-            .sequence(item.sequence())
-            .content_type(content_type);
+        event.flags(item.flags()).binary(binary).sequence(item.sequence()).content_type(content_type);
         if let Some(id) = id {
             event.id(id);
         }
@@ -317,10 +294,7 @@ mod tests {
     }
 
     fn no_session() -> CallContext {
-        CallContext {
-            route: 0,
-            session: None,
-        }
+        CallContext { route: 0, session: None }
     }
 
     /// What one `run` call returned, owned so that tests can read the output batch.
@@ -341,17 +315,8 @@ mod tests {
         let (data, index) = input.into_parts();
         let (out, outcome) = run(adapter, direction, ctx, &data, &index);
         let (data, index) = out.into_parts();
-        let errors = outcome
-            .errors
-            .into_iter()
-            .map(|e| (e.item, e.kind, e.message))
-            .collect();
-        Output {
-            data,
-            index,
-            produced: outcome.produced,
-            errors,
-        }
+        let errors = outcome.errors.into_iter().map(|e| (e.item, e.kind, e.message)).collect();
+        Output { data, index, produced: outcome.produced, errors }
     }
 
     /// Posts one body per `(content type, body)` with the defaults and no session.
@@ -382,11 +347,7 @@ mod tests {
             .ack_requested()
             .payload(b"{\"order\": 1}\n");
         let ctx = session(
-            &[
-                ("TraceParent", "00-trace-01"),
-                ("authorization", "Bearer secret"),
-                ("tracestate", "vendor=1"),
-            ],
+            &[("TraceParent", "00-trace-01"), ("authorization", "Bearer secret"), ("tracestate", "vendor=1")],
             &[("topic", "ignored")],
         );
         let output = map(&defaults(), Direction::Upstream, &ctx, input);
@@ -429,11 +390,7 @@ mod tests {
         assert_eq!(
             output.errors,
             vec![
-                (
-                    0,
-                    ErrorKind::Malformed,
-                    String::from("body is not valid JSON: expected value at line 1 column 7")
-                ),
+                (0, ErrorKind::Malformed, String::from("body is not valid JSON: expected value at line 1 column 7")),
                 (
                     1,
                     ErrorKind::Malformed,
@@ -466,44 +423,14 @@ mod tests {
         let out = output.batch();
         let events: Vec<_> = out
             .iter()
-            .map(|e| {
-                (
-                    e.id(),
-                    e.payload(),
-                    e.content_type(),
-                    e.is_binary(),
-                    e.destination(),
-                    e.sequence(),
-                )
-            })
+            .map(|e| (e.id(), e.payload(), e.content_type(), e.is_binary(), e.destination(), e.sequence()))
             .collect();
         assert_eq!(
             events,
             vec![
-                (
-                    Some("batch-7:1"),
-                    &b"{\"a\":1}"[..],
-                    Some("application/json"),
-                    false,
-                    Some("metrics"),
-                    9
-                ),
-                (
-                    Some("batch-7:4"),
-                    &b"{\"b\": [2]}"[..],
-                    Some("application/json"),
-                    false,
-                    Some("metrics"),
-                    9
-                ),
-                (
-                    Some("batch-7:5"),
-                    &b"\"three\""[..],
-                    Some("application/json"),
-                    false,
-                    Some("metrics"),
-                    9
-                ),
+                (Some("batch-7:1"), &b"{\"a\":1}"[..], Some("application/json"), false, Some("metrics"), 9),
+                (Some("batch-7:4"), &b"{\"b\": [2]}"[..], Some("application/json"), false, Some("metrics"), 9),
+                (Some("batch-7:5"), &b"\"three\""[..], Some("application/json"), false, Some("metrics"), 9),
             ]
         );
         for event in out.iter() {
@@ -527,10 +454,7 @@ mod tests {
         let output = post(
             &defaults(),
             &[
-                (
-                    Some("application/x-ndjson"),
-                    b"{\"ok\":1}\n{\"ok\":2}\n{\"ok\": }\n{\"ok\":4}",
-                ),
+                (Some("application/x-ndjson"), b"{\"ok\":1}\n{\"ok\":2}\n{\"ok\": }\n{\"ok\":4}"),
                 (Some("application/x-ndjson"), b"\n \r\n"),
                 (Some("application/x-ndjson"), b"{\"after\":true}"),
             ],
@@ -539,11 +463,7 @@ mod tests {
         assert_eq!(
             output.errors,
             vec![
-                (
-                    0,
-                    ErrorKind::Malformed,
-                    String::from("line 3: expected value at line 1 column 8")
-                ),
+                (0, ErrorKind::Malformed, String::from("line 3: expected value at line 1 column 8")),
                 (1, ErrorKind::Malformed, String::from("body holds no JSON lines")),
             ]
         );
@@ -566,33 +486,17 @@ mod tests {
         assert_eq!(output.produced, vec![1, 0, 1, 1]);
         assert_eq!(
             output.errors,
-            vec![(
-                1,
-                ErrorKind::Malformed,
-                String::from("body is not UTF-8 text: invalid UTF-8 at byte 3")
-            )]
+            vec![(1, ErrorKind::Malformed, String::from("body is not UTF-8 text: invalid UTF-8 at byte 3"))]
         );
         let out = output.batch();
-        let events: Vec<_> = out
-            .iter()
-            .map(|e| (e.payload(), e.content_type(), e.is_binary(), e.destination()))
-            .collect();
+        let events: Vec<_> =
+            out.iter().map(|e| (e.payload(), e.content_type(), e.is_binary(), e.destination())).collect();
         assert_eq!(
             events,
             vec![
-                (
-                    "grüße\n".as_bytes(),
-                    Some("text/plain; charset=utf-8"),
-                    false,
-                    Some("in")
-                ),
+                ("grüße\n".as_bytes(), Some("text/plain; charset=utf-8"), false, Some("in")),
                 (&[0, 1, 0xff][..], Some("application/octet-stream"), true, Some("in")),
-                (
-                    &b"no content type"[..],
-                    Some("application/octet-stream"),
-                    true,
-                    Some("in")
-                ),
+                (&b"no content type"[..], Some("application/octet-stream"), true, Some("in")),
             ]
         );
     }
@@ -639,10 +543,7 @@ mod tests {
             output.errors.iter().map(|(i, kind, _)| (*i, *kind)).collect::<Vec<_>>(),
             vec![(2, ErrorKind::Unsupported), (3, ErrorKind::Unsupported)]
         );
-        assert_eq!(
-            output.errors[0].2,
-            "content type `application/json` is not accepted (accepted: text/*, image/png)"
-        );
+        assert_eq!(output.errors[0].2, "content type `application/json` is not accepted (accepted: text/*, image/png)");
         let out = output.batch();
         assert!(!out.get(0).is_binary());
         assert!(out.get(1).is_binary());
@@ -666,11 +567,7 @@ mod tests {
                     ErrorKind::Malformed,
                     String::from("body is not valid JSON: EOF while parsing an object at line 1 column 7")
                 ),
-                (
-                    1,
-                    ErrorKind::Malformed,
-                    String::from("body is not UTF-8 text: invalid UTF-8 at byte 3")
-                ),
+                (1, ErrorKind::Malformed, String::from("body is not UTF-8 text: invalid UTF-8 at byte 3")),
             ]
         );
         let out = output.batch();
@@ -697,11 +594,7 @@ mod tests {
         let output = map(&forwarding, Direction::Upstream, &ctx, input);
         assert_eq!(
             output.batch().get(0).headers().collect::<Vec<_>>(),
-            vec![
-                ("x-tenant-id", &b"t1"[..]),
-                ("x-request-id", &b"r1"[..]),
-                ("x-tenant-region", &b"eu"[..]),
-            ]
+            vec![("x-tenant-id", &b"t1"[..]), ("x-request-id", &b"r1"[..]), ("x-tenant-region", &b"eu"[..]),]
         );
 
         let nothing = adapter(&[("forward_headers", "")]).expect("valid setting");
@@ -715,20 +608,13 @@ mod tests {
     fn destination_param_names_the_destination() {
         let by_query = adapter(&[("destination_param", "topic")]).expect("valid setting");
         let body = |input: &mut BatchBuilder| {
-            input
-                .item(Kind::Data)
-                .destination("default")
-                .content_type("text/plain")
-                .payload(b"x");
+            input.item(Kind::Data).destination("default").content_type("text/plain").payload(b"x");
         };
         let cases = [
             (session(&[], &[("topic", "orders/eu")]), Ok(Some("orders/eu"))),
             (session(&[], &[("other", "x")]), Ok(Some("default"))),
             (no_session(), Ok(Some("default"))),
-            (
-                session(&[], &[("topic", "")]),
-                Err("query parameter `topic` is empty; it names the destination"),
-            ),
+            (session(&[], &[("topic", "")]), Err("query parameter `topic` is empty; it names the destination")),
         ];
         for (ctx, expected) in cases {
             let mut input = BatchBuilder::default();
@@ -747,12 +633,7 @@ mod tests {
 
         let mut input = BatchBuilder::default();
         body(&mut input);
-        let output = map(
-            &defaults(),
-            Direction::Upstream,
-            &session(&[], &[("topic", "x")]),
-            input,
-        );
+        let output = map(&defaults(), Direction::Upstream, &session(&[], &[("topic", "x")]), input);
         assert_eq!(output.batch().get(0).destination(), Some("default"));
     }
 
@@ -764,11 +645,7 @@ mod tests {
         assert_eq!(output.produced, vec![0]);
         assert_eq!(
             output.errors,
-            vec![(
-                0,
-                ErrorKind::Unsupported,
-                String::from("this adapter does not map downstream")
-            )]
+            vec![(0, ErrorKind::Unsupported, String::from("this adapter does not map downstream"))]
         );
     }
 

@@ -56,10 +56,7 @@ pub struct Addressing {
 impl Default for Addressing {
     /// `queue://` and `topic://`, the prefixes ActiveMQ Artemis and Solace understand.
     fn default() -> Self {
-        Self {
-            queue_prefix: String::from("queue://"),
-            topic_prefix: String::from("topic://"),
-        }
+        Self { queue_prefix: String::from("queue://"), topic_prefix: String::from("topic://") }
     }
 }
 
@@ -78,19 +75,13 @@ impl Addressing {
                 "the prefixes `{queue_prefix}` and `{topic_prefix}` overlap, so an address's kind would be ambiguous"
             ));
         }
-        Ok(Self {
-            queue_prefix: queue_prefix.to_owned(),
-            topic_prefix: topic_prefix.to_owned(),
-        })
+        Ok(Self { queue_prefix: queue_prefix.to_owned(), topic_prefix: topic_prefix.to_owned() })
     }
 
     /// Splits `address` into the kind its prefix marks, if any, and the bare name.
     #[must_use]
     pub fn split<'a>(&self, address: &'a str) -> (Option<AddressKind>, &'a str) {
-        for (kind, prefix) in [
-            (AddressKind::Queue, &self.queue_prefix),
-            (AddressKind::Topic, &self.topic_prefix),
-        ] {
+        for (kind, prefix) in [(AddressKind::Queue, &self.queue_prefix), (AddressKind::Topic, &self.topic_prefix)] {
             if let Some(name) = address.strip_prefix(prefix.as_str()).filter(|_| !prefix.is_empty()) {
                 return (Some(kind), name);
             }
@@ -135,10 +126,7 @@ pub fn write(item: &Item<'_>, renames: &[(&str, &str)], w: &mut ItemWriter<'_>) 
         let property = if name.eq_ignore_ascii_case("reply-to") {
             Some(":reply-to")
         } else {
-            renames
-                .iter()
-                .find(|(header, _)| name.eq_ignore_ascii_case(header))
-                .map(|(_, property)| *property)
+            renames.iter().find(|(header, _)| name.eq_ignore_ascii_case(header)).map(|(_, property)| *property)
         };
         let Some(property) = property else {
             w.header(name, value);

@@ -74,11 +74,8 @@ const MSG_TYPE_ANNOTATION: &str = ":annotation:x-opt-jms-msg-type";
 /// The JMS message classes by their `x-opt-jms-msg-type` value.
 const MESSAGE_TYPES: [&str; 6] = ["message", "object", "map", "bytes", "stream", "text"];
 /// Record properties kept on the event, as `(record property, event header)`.
-const KEPT_PROPERTIES: [(&str, &str); 3] = [
-    (":subject", "jms-type"),
-    (":timestamp", "jms-timestamp"),
-    (":priority", "jms-priority"),
-];
+const KEPT_PROPERTIES: [(&str, &str); 3] =
+    [(":subject", "jms-type"), (":timestamp", "jms-timestamp"), (":priority", "jms-priority")];
 
 /// Which JMS message class records get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,41 +105,26 @@ impl Adapter for Jms {
     const ROLE: Role = Role::Endpoint;
 
     fn configure(settings: &Settings) -> Result<Self, String> {
-        settings.only(&[
-            "destination_kind",
-            "queue_prefix",
-            "topic_prefix",
-            "destination",
-            "message_type",
-        ])?;
+        settings.only(&["destination_kind", "queue_prefix", "topic_prefix", "destination", "message_type"])?;
         let kind = match settings.choice("destination_kind", &["queue", "topic"], "queue")? {
             "topic" => AddressKind::Topic,
             _ => AddressKind::Queue,
         };
-        let addressing = Addressing::new(
-            settings.get_or("queue_prefix", "queue://"),
-            settings.get_or("topic_prefix", "topic://"),
-        )
-        .map_err(|e| format!("settings `queue_prefix` and `topic_prefix`: {e}"))?;
+        let addressing =
+            Addressing::new(settings.get_or("queue_prefix", "queue://"), settings.get_or("topic_prefix", "topic://"))
+                .map_err(|e| format!("settings `queue_prefix` and `topic_prefix`: {e}"))?;
         let destination = settings.get("destination").map(str::to_owned);
         if let Some(destination) = &destination
             && addressing.split(destination).1.is_empty()
         {
-            return Err(format!(
-                "setting `destination`: `{destination}` names no queue or topic"
-            ));
+            return Err(format!("setting `destination`: `{destination}` names no queue or topic"));
         }
         let message_type = match settings.choice("message_type", &["auto", "text", "bytes"], "auto")? {
             "text" => MessageType::Text,
             "bytes" => MessageType::Bytes,
             _ => MessageType::Auto,
         };
-        Ok(Self {
-            kind,
-            addressing,
-            destination,
-            message_type,
-        })
+        Ok(Self { kind, addressing, destination, message_type })
     }
 
     fn upstream(&self, _ctx: &Context<'_>, item: &Item<'_>, out: &mut BatchBuilder) -> Result<(), ItemError> {
@@ -152,9 +134,7 @@ impl Adapter for Jms {
         })?;
         let (prefixed, name) = self.addressing.split(given);
         if name.is_empty() {
-            return Err(ItemError::malformed(format!(
-                "destination `{given}` names no queue or topic"
-            )));
+            return Err(ItemError::malformed(format!("destination `{given}` names no queue or topic")));
         }
         let kind = prefixed.unwrap_or(self.kind);
         let utf8 = std::str::from_utf8(item.payload()).is_ok();
@@ -163,9 +143,7 @@ impl Adapter for Jms {
             MessageType::Bytes => false,
             MessageType::Text if utf8 => true,
             MessageType::Text => {
-                return Err(ItemError::malformed(
-                    "the payload is not UTF-8, and setting `message_type` is `text`",
-                ));
+                return Err(ItemError::malformed("the payload is not UTF-8, and setting `message_type` is `text`"));
             }
         };
 
@@ -226,9 +204,7 @@ impl Adapter for Jms {
 fn data_only(item: &Item<'_>) -> Result<(), ItemError> {
     match item.kind() {
         Kind::Data => Ok(()),
-        kind => Err(ItemError::unsupported(format!(
-            "the JMS endpoint maps data items only, not {kind:?} items"
-        ))),
+        kind => Err(ItemError::unsupported(format!("the JMS endpoint maps data items only, not {kind:?} items"))),
     }
 }
 
@@ -257,40 +233,26 @@ mod tests {
     }
 
     fn configure(settings: &[(&str, &str)]) -> Result<Jms, String> {
-        let pairs = settings
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let pairs = settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Jms::configure(&Settings::new(pairs))
     }
 
     fn map(adapter: &Jms, direction: Direction, input: BatchBuilder) -> (Vec<u8>, Vec<u32>, Outcome) {
         let (data, index) = input.into_parts();
-        let ctx = CallContext {
-            route: 1,
-            session: None,
-        };
+        let ctx = CallContext { route: 1, session: None };
         let (out, outcome) = run(adapter, direction, &ctx, &data, &index);
         let (data, index) = out.into_parts();
         (data, index, outcome)
     }
 
     fn errors(outcome: &Outcome) -> Vec<(u32, ErrorKind, &str)> {
-        outcome
-            .errors
-            .iter()
-            .map(|e| (e.item, e.kind, e.message.as_str()))
-            .collect()
+        outcome.errors.iter().map(|e| (e.item, e.kind, e.message.as_str())).collect()
     }
 
     /// The destination and the two annotations of the record for one event.
     fn addressed(adapter: &Jms, destination: &str, payload: &[u8], binary: bool) -> (String, String, String, bool) {
         let mut input = BatchBuilder::default();
-        input
-            .item(Kind::Data)
-            .destination(destination)
-            .payload(payload)
-            .binary(binary);
+        input.item(Kind::Data).destination(destination).payload(payload).binary(binary);
         let (data, index, outcome) = map(adapter, Direction::Upstream, input);
         assert_eq!(outcome.produced, vec![1], "{:?}", outcome.errors);
         let records = Batch::parse(&data, &index).expect("output parses");
@@ -363,22 +325,11 @@ mod tests {
         ];
         for (adapter, given, address, dest) in cases {
             let (destination, dest_annotation, _, _) = addressed(adapter, given, b"x", false);
-            assert_eq!(
-                (destination.as_str(), dest_annotation.as_str()),
-                (address, dest),
-                "{given}"
-            );
+            assert_eq!((destination.as_str(), dest_annotation.as_str()), (address, dest), "{given}");
         }
-        let artemis = jms(&[
-            ("queue_prefix", ""),
-            ("topic_prefix", "jms.topic."),
-            ("destination_kind", "topic"),
-        ]);
+        let artemis = jms(&[("queue_prefix", ""), ("topic_prefix", "jms.topic."), ("destination_kind", "topic")]);
         assert_eq!(addressed(&artemis, "prices", b"x", false).0, "jms.topic.prices");
-        assert_eq!(
-            addressed(&artemis, "jms.topic.prices", b"x", false).0,
-            "jms.topic.prices"
-        );
+        assert_eq!(addressed(&artemis, "jms.topic.prices", b"x", false).0, "jms.topic.prices");
         let bare = jms(&[("queue_prefix", ""), ("topic_prefix", "")]);
         assert_eq!(addressed(&bare, "orders", b"x", false).0, "orders");
     }
@@ -389,10 +340,7 @@ mod tests {
         assert_eq!(addressed(&auto, "q", b"text", false).2, "5");
         assert_eq!(addressed(&auto, "q", b"text", true).2, "3", "flagged binary");
         assert_eq!(addressed(&auto, "q", &[0xff], false).2, "3", "not UTF-8");
-        assert!(
-            addressed(&auto, "q", &[0xff], false).3,
-            "bytes records are flagged binary"
-        );
+        assert!(addressed(&auto, "q", &[0xff], false).3, "bytes records are flagged binary");
         let bytes = jms(&[("message_type", "bytes")]);
         assert_eq!(addressed(&bytes, "q", b"text", false).2, "3");
         let text = jms(&[("message_type", "text")]);
@@ -404,11 +352,7 @@ mod tests {
         let (_, _, outcome) = map(&text, Direction::Upstream, input);
         assert_eq!(
             errors(&outcome),
-            vec![(
-                0,
-                ErrorKind::Malformed,
-                "the payload is not UTF-8, and setting `message_type` is `text`"
-            )]
+            vec![(0, ErrorKind::Malformed, "the payload is not UTF-8, and setting `message_type` is `text`")]
         );
     }
 
@@ -426,11 +370,7 @@ mod tests {
                     ErrorKind::Malformed,
                     "no destination: the event has no destination and setting `destination` is unset"
                 ),
-                (
-                    1,
-                    ErrorKind::Malformed,
-                    "destination `topic://` names no queue or topic"
-                ),
+                (1, ErrorKind::Malformed, "destination `topic://` names no queue or topic"),
             ]
         );
         let mut input = BatchBuilder::default();
@@ -445,11 +385,7 @@ mod tests {
     fn one_bad_event_fails_alone() {
         let mut input = BatchBuilder::default();
         input.item(Kind::Data).destination("a").id("1");
-        input
-            .item(Kind::Data)
-            .destination("b")
-            .id("2")
-            .header("reply-to", &[0xfe]);
+        input.item(Kind::Data).destination("b").id("2").header("reply-to", &[0xfe]);
         input.item(Kind::Data).destination("c").id("3");
         let (data, index, outcome) = map(&jms(&[]), Direction::Upstream, input);
         assert_eq!(outcome.produced, vec![1, 0, 1]);
@@ -463,24 +399,15 @@ mod tests {
         );
         let records = Batch::parse(&data, &index).expect("output parses");
         assert_eq!(records.len(), 2);
-        assert_eq!(
-            (records.get(0).destination(), records.get(0).id()),
-            (Some("queue://a"), Some("1"))
-        );
-        assert_eq!(
-            (records.get(1).destination(), records.get(1).id()),
-            (Some("queue://c"), Some("3"))
-        );
+        assert_eq!((records.get(0).destination(), records.get(0).id()), (Some("queue://a"), Some("1")));
+        assert_eq!((records.get(1).destination(), records.get(1).id()), (Some("queue://c"), Some("3")));
         assert_eq!(records.get(1).headers().len(), 2, "the two annotations only");
     }
 
     #[test]
     fn reserved_header_names_are_refused() {
         let mut input = BatchBuilder::default();
-        input
-            .item(Kind::Data)
-            .destination("q")
-            .header(":annotation:x-opt-jms-dest", b"1");
+        input.item(Kind::Data).destination("q").header(":annotation:x-opt-jms-dest", b"1");
         let (_, _, outcome) = map(&jms(&[]), Direction::Upstream, input);
         assert_eq!(
             errors(&outcome),
@@ -549,21 +476,14 @@ mod tests {
             .header(MSG_TYPE_ANNOTATION, b"3")
             .payload(b"utf8 but bytes");
         input.item(Kind::Data).destination("plain").payload(b"x");
-        input
-            .item(Kind::Data)
-            .destination("mapped")
-            .header(MSG_TYPE_ANNOTATION, b"2")
-            .binary(true);
+        input.item(Kind::Data).destination("mapped").header(MSG_TYPE_ANNOTATION, b"2").binary(true);
         let (data, index, outcome) = map(&adapter, Direction::Downstream, input);
         assert_eq!(outcome.produced, vec![1, 1, 1]);
         let events = Batch::parse(&data, &index).expect("output parses");
         assert_eq!(events.get(0).destination(), Some("orders"));
         assert_eq!(
             events.get(0).headers().collect::<Vec<_>>(),
-            vec![
-                ("jms-destination-kind", &b"queue"[..]),
-                ("jms-message-type", &b"bytes"[..])
-            ]
+            vec![("jms-destination-kind", &b"queue"[..]), ("jms-message-type", &b"bytes"[..])]
         );
         assert!(events.get(0).is_binary());
         assert_eq!(events.get(1).headers().len(), 0);
@@ -615,11 +535,7 @@ mod tests {
         let (_, _, outcome) = map(&jms(&[]), Direction::Downstream, input);
         assert_eq!(
             errors(&outcome),
-            vec![(
-                0,
-                ErrorKind::Unsupported,
-                "the JMS endpoint maps data items only, not Ack items"
-            )]
+            vec![(0, ErrorKind::Unsupported, "the JMS endpoint maps data items only, not Ack items")]
         );
     }
 

@@ -57,11 +57,8 @@ use mediation_adapter_sdk::{BatchBuilder, Item, ItemWriter, Kind};
 const MAX_TOPIC_CHARS: usize = 249;
 
 /// Record properties kept on the event, as `(record property, event header)`.
-const KEPT_PROPERTIES: [(&str, &str); 3] = [
-    (":partition", "kafka-partition"),
-    (":offset", "kafka-offset"),
-    (":timestamp", "kafka-timestamp"),
-];
+const KEPT_PROPERTIES: [(&str, &str); 3] =
+    [(":partition", "kafka-partition"), (":offset", "kafka-offset"), (":timestamp", "kafka-timestamp")];
 
 /// Maps events to Kafka records and back.
 #[derive(Debug)]
@@ -91,9 +88,9 @@ impl Adapter for Kafka {
         let header = |key: &str, default: Option<&str>| -> Result<Option<String>, String> {
             match settings.get(key).or(default) {
                 Some("") => Err(format!("setting `{key}`: must not be empty")),
-                Some(name) if name.starts_with(':') => Err(format!(
-                    "setting `{key}`: `{name}` starts with `:`, which is reserved for broker properties"
-                )),
+                Some(name) if name.starts_with(':') => {
+                    Err(format!("setting `{key}`: `{name}` starts with `:`, which is reserved for broker properties"))
+                }
                 name => Ok(name.map(str::to_owned)),
             }
         };
@@ -101,16 +98,9 @@ impl Adapter for Kafka {
         let id_header = header("id_header", Some("message-id"))?.unwrap_or_default();
         let content_type_header = header("content_type_header", Some("content-type"))?.unwrap_or_default();
         if id_header.eq_ignore_ascii_case(&content_type_header) {
-            return Err(format!(
-                "setting `content_type_header`: `{content_type_header}` is also the `id_header`"
-            ));
+            return Err(format!("setting `content_type_header`: `{content_type_header}` is also the `id_header`"));
         }
-        Ok(Self {
-            topic,
-            key_header,
-            id_header,
-            content_type_header,
-        })
+        Ok(Self { topic, key_header, id_header, content_type_header })
     }
 
     fn upstream(&self, _ctx: &Context<'_>, item: &Item<'_>, out: &mut BatchBuilder) -> Result<(), ItemError> {
@@ -125,9 +115,7 @@ impl Adapter for Kafka {
             }
         };
         check_topic(topic).map_err(ItemError::malformed)?;
-        let key = item
-            .key()
-            .or_else(|| self.key_header.as_deref().and_then(|name| item.header(name)));
+        let key = item.key().or_else(|| self.key_header.as_deref().and_then(|name| item.header(name)));
 
         let mut w = output(out, item);
         w.destination(topic).payload(item.payload());
@@ -205,9 +193,7 @@ impl Adapter for Kafka {
 fn data_only(item: &Item<'_>) -> Result<(), ItemError> {
     match item.kind() {
         Kind::Data => Ok(()),
-        kind => Err(ItemError::unsupported(format!(
-            "the Kafka endpoint maps data items only, not {kind:?} items"
-        ))),
+        kind => Err(ItemError::unsupported(format!("the Kafka endpoint maps data items only, not {kind:?} items"))),
     }
 }
 
@@ -216,9 +202,7 @@ fn check_topic(topic: &str) -> Result<(), String> {
     let legal = (1..=MAX_TOPIC_CHARS).contains(&topic.len())
         && topic != "."
         && topic != ".."
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if legal {
         Ok(())
     } else {
@@ -256,30 +240,20 @@ mod tests {
     }
 
     fn configure(settings: &[(&str, &str)]) -> Result<Kafka, String> {
-        let pairs = settings
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let pairs = settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Kafka::configure(&Settings::new(pairs))
     }
 
     fn map(adapter: &Kafka, direction: Direction, input: BatchBuilder) -> (Vec<u8>, Vec<u32>, Outcome) {
         let (data, index) = input.into_parts();
-        let ctx = CallContext {
-            route: 3,
-            session: None,
-        };
+        let ctx = CallContext { route: 3, session: None };
         let (out, outcome) = run(adapter, direction, &ctx, &data, &index);
         let (data, index) = out.into_parts();
         (data, index, outcome)
     }
 
     fn errors(outcome: &Outcome) -> Vec<(u32, ErrorKind, &str)> {
-        outcome
-            .errors
-            .iter()
-            .map(|e| (e.item, e.kind, e.message.as_str()))
-            .collect()
+        outcome.errors.iter().map(|e| (e.item, e.kind, e.message.as_str())).collect()
     }
 
     #[test]
@@ -307,11 +281,7 @@ mod tests {
         assert_eq!(record.destination(), Some("orders"));
         assert_eq!(record.key(), Some(&b"k1"[..]));
         assert_eq!(record.id(), None, "Kafka carries the id as a header");
-        assert_eq!(
-            record.content_type(),
-            None,
-            "Kafka carries the content type as a header"
-        );
+        assert_eq!(record.content_type(), None, "Kafka carries the content type as a header");
         assert_eq!(
             record.headers().collect::<Vec<_>>(),
             vec![
@@ -348,11 +318,7 @@ mod tests {
         assert_eq!(outcome.produced, vec![0]);
         assert_eq!(
             errors(&outcome),
-            vec![(
-                0,
-                ErrorKind::Malformed,
-                "no topic: the event has no destination and setting `topic` is unset"
-            )]
+            vec![(0, ErrorKind::Malformed, "no topic: the event has no destination and setting `topic` is unset")]
         );
     }
 
@@ -385,21 +351,13 @@ mod tests {
         let adapter = kafka(&[("key_header", "customer")]);
         let mut input = BatchBuilder::default();
         input.item(Kind::Data).destination("t").header("Customer", b"c-42");
-        input
-            .item(Kind::Data)
-            .destination("t")
-            .key(b"own")
-            .header("customer", b"c-42");
+        input.item(Kind::Data).destination("t").key(b"own").header("customer", b"c-42");
         input.item(Kind::Data).destination("t");
         let (data, index, outcome) = map(&adapter, Direction::Upstream, input);
         assert_eq!(outcome.produced, vec![1, 1, 1]);
         let records = Batch::parse(&data, &index).expect("output parses");
         assert_eq!(records.get(0).key(), Some(&b"c-42"[..]));
-        assert_eq!(
-            records.get(0).header("customer"),
-            Some(&b"c-42"[..]),
-            "the header stays"
-        );
+        assert_eq!(records.get(0).header("customer"), Some(&b"c-42"[..]), "the header stays");
         assert_eq!(records.get(1).key(), Some(&b"own"[..]));
         assert_eq!(records.get(2).key(), None);
     }
@@ -408,12 +366,7 @@ mod tests {
     fn the_event_id_replaces_a_header_of_the_same_name() {
         let adapter = kafka(&[("id_header", "x-id"), ("content_type_header", "x-type")]);
         let mut input = BatchBuilder::default();
-        input
-            .item(Kind::Data)
-            .destination("t")
-            .id("e1")
-            .header("X-Id", b"stale")
-            .header("x-type", b"text/plain");
+        input.item(Kind::Data).destination("t").id("e1").header("X-Id", b"stale").header("x-type", b"text/plain");
         let (data, index, outcome) = map(&adapter, Direction::Upstream, input);
         assert_eq!(outcome.produced, vec![1]);
         let records = Batch::parse(&data, &index).expect("output parses");
@@ -443,12 +396,7 @@ mod tests {
     fn one_bad_event_fails_alone() {
         let mut input = BatchBuilder::default();
         input.item(Kind::Data).destination("first").id("1").payload(b"one");
-        input
-            .item(Kind::Data)
-            .destination("bad topic")
-            .id("2")
-            .header("x", b"y")
-            .payload(b"two");
+        input.item(Kind::Data).destination("bad topic").id("2").header("x", b"y").payload(b"two");
         input.item(Kind::Data).destination("third").id("3").payload(b"three");
         let (data, index, outcome) = map(&kafka(&[]), Direction::Upstream, input);
         assert_eq!(outcome.produced, vec![1, 0, 1]);
@@ -459,16 +407,10 @@ mod tests {
         let records = Batch::parse(&data, &index).expect("output parses");
         assert_eq!(records.len(), 2);
         assert_eq!(records.get(0).destination(), Some("first"));
-        assert_eq!(
-            records.get(0).headers().collect::<Vec<_>>(),
-            vec![("message-id", &b"1"[..])]
-        );
+        assert_eq!(records.get(0).headers().collect::<Vec<_>>(), vec![("message-id", &b"1"[..])]);
         assert_eq!(records.get(1).destination(), Some("third"));
         assert_eq!(records.get(1).payload(), b"three");
-        assert_eq!(
-            records.get(1).headers().collect::<Vec<_>>(),
-            vec![("message-id", &b"3"[..])]
-        );
+        assert_eq!(records.get(1).headers().collect::<Vec<_>>(), vec![("message-id", &b"3"[..])]);
     }
 
     #[test]
@@ -478,11 +420,7 @@ mod tests {
         let (_, _, outcome) = map(&kafka(&[]), Direction::Upstream, input);
         assert_eq!(
             errors(&outcome),
-            vec![(
-                0,
-                ErrorKind::Unsupported,
-                "the Kafka endpoint maps data items only, not Subscribe items"
-            )]
+            vec![(0, ErrorKind::Unsupported, "the Kafka endpoint maps data items only, not Subscribe items")]
         );
     }
 
@@ -546,10 +484,7 @@ mod tests {
         input.item(Kind::Data).destination("t").header("message-id", b"ok");
         let (data, index, outcome) = map(&kafka(&[]), Direction::Downstream, input);
         assert_eq!(outcome.produced, vec![0, 1]);
-        assert_eq!(
-            errors(&outcome),
-            vec![(0, ErrorKind::Malformed, "header `message-id`: the value is not UTF-8")]
-        );
+        assert_eq!(errors(&outcome), vec![(0, ErrorKind::Malformed, "header `message-id`: the value is not UTF-8")]);
         let events = Batch::parse(&data, &index).expect("output parses");
         assert_eq!(events.get(0).id(), Some("ok"));
     }
@@ -557,11 +492,7 @@ mod tests {
     #[test]
     fn the_record_id_field_is_the_fallback() {
         let mut input = BatchBuilder::default();
-        input
-            .item(Kind::Data)
-            .destination("t")
-            .id("from-client")
-            .content_type("text/plain");
+        input.item(Kind::Data).destination("t").id("from-client").content_type("text/plain");
         let (data, index, _) = map(&kafka(&[]), Direction::Downstream, input);
         let events = Batch::parse(&data, &index).expect("output parses");
         assert_eq!(events.get(0).id(), Some("from-client"));
@@ -591,10 +522,7 @@ mod tests {
         assert_eq!(event.destination(), Some("orders"));
         assert_eq!(event.key(), Some(&b"k"[..]));
         assert_eq!(event.content_type(), Some("text/plain"));
-        assert_eq!(
-            event.headers().collect::<Vec<_>>(),
-            vec![("correlation-id", &b"c1"[..])]
-        );
+        assert_eq!(event.headers().collect::<Vec<_>>(), vec![("correlation-id", &b"c1"[..])]);
         assert_eq!(event.payload(), b"hello");
     }
 
@@ -604,15 +532,8 @@ mod tests {
             configure(&[("partition", "1")]).expect_err("refused"),
             "unknown setting `partition` (known: topic, key_header, id_header, content_type_header)"
         );
-        assert!(
-            configure(&[("topic", "a b")])
-                .expect_err("refused")
-                .starts_with("setting `topic`: topic `a b`")
-        );
-        assert_eq!(
-            configure(&[("id_header", "")]).expect_err("refused"),
-            "setting `id_header`: must not be empty"
-        );
+        assert!(configure(&[("topic", "a b")]).expect_err("refused").starts_with("setting `topic`: topic `a b`"));
+        assert_eq!(configure(&[("id_header", "")]).expect_err("refused"), "setting `id_header`: must not be empty");
         assert_eq!(
             configure(&[("key_header", ":key")]).expect_err("refused"),
             "setting `key_header`: `:key` starts with `:`, which is reserved for broker properties"

@@ -131,9 +131,7 @@ impl Adapter for Mqtt5 {
 fn data_only(item: &Item<'_>) -> Result<(), ItemError> {
     match item.kind() {
         Kind::Data => Ok(()),
-        kind => Err(ItemError::unsupported(format!(
-            "the MQTT 5 endpoint maps data items only, not {kind:?} items"
-        ))),
+        kind => Err(ItemError::unsupported(format!("the MQTT 5 endpoint maps data items only, not {kind:?} items"))),
     }
 }
 
@@ -162,39 +160,26 @@ mod tests {
     }
 
     fn configure(settings: &[(&str, &str)]) -> Result<Mqtt5, String> {
-        let pairs = settings
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let pairs = settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Mqtt5::configure(&Settings::new(pairs))
     }
 
     fn map(adapter: &Mqtt5, direction: Direction, input: BatchBuilder) -> (Vec<u8>, Vec<u32>, Outcome) {
         let (data, index) = input.into_parts();
-        let ctx = CallContext {
-            route: 0,
-            session: None,
-        };
+        let ctx = CallContext { route: 0, session: None };
         let (out, outcome) = run(adapter, direction, &ctx, &data, &index);
         let (data, index) = out.into_parts();
         (data, index, outcome)
     }
 
     fn errors(outcome: &Outcome) -> Vec<(u32, ErrorKind, &str)> {
-        outcome
-            .errors
-            .iter()
-            .map(|e| (e.item, e.kind, e.message.as_str()))
-            .collect()
+        outcome.errors.iter().map(|e| (e.item, e.kind, e.message.as_str())).collect()
     }
 
     /// The error of a single event with `destination` and `header`.
     fn upstream_error(adapter: &Mqtt5, destination: &str, header: (&str, &[u8])) -> (ErrorKind, String) {
         let mut input = BatchBuilder::default();
-        input
-            .item(Kind::Data)
-            .destination(destination)
-            .header(header.0, header.1);
+        input.item(Kind::Data).destination(destination).header(header.0, header.1);
         let (_, _, outcome) = map(adapter, Direction::Upstream, input);
         assert_eq!(outcome.produced, vec![0]);
         let error = &outcome.errors[0];
@@ -245,36 +230,22 @@ mod tests {
 
     #[test]
     fn qos_retain_and_the_default_topic_come_from_settings() {
-        let adapter = mqtt(&[
-            ("qos", "2"),
-            ("retain", "true"),
-            ("topic", "status"),
-            ("topic_prefix", "x/"),
-        ]);
+        let adapter = mqtt(&[("qos", "2"), ("retain", "true"), ("topic", "status"), ("topic_prefix", "x/")]);
         let mut input = BatchBuilder::default();
         input.item(Kind::Data).payload(b"up");
         let (data, index, outcome) = map(&adapter, Direction::Upstream, input);
         assert_eq!(outcome.produced, vec![1]);
         let records = Batch::parse(&data, &index).expect("output parses");
         assert_eq!(records.get(0).destination(), Some("x/status"));
-        assert_eq!(
-            records.get(0).headers().collect::<Vec<_>>(),
-            vec![(":qos", &b"2"[..]), (":retain", &b"true"[..])]
-        );
+        assert_eq!(records.get(0).headers().collect::<Vec<_>>(), vec![(":qos", &b"2"[..]), (":retain", &b"true"[..])]);
     }
 
     #[test]
     fn publish_topics_are_checked() {
         let adapter = mqtt(&[]);
         let cases: [(&str, &str); 4] = [
-            (
-                "a/+/b",
-                "topic `a/+/b` contains a wildcard (`+` or `#`), which only subscriptions may use",
-            ),
-            (
-                "a/#",
-                "topic `a/#` contains a wildcard (`+` or `#`), which only subscriptions may use",
-            ),
+            ("a/+/b", "topic `a/+/b` contains a wildcard (`+` or `#`), which only subscriptions may use"),
+            ("a/#", "topic `a/#` contains a wildcard (`+` or `#`), which only subscriptions may use"),
             ("", "topic `` is empty"),
             ("a\0b", "topic `a\\0b` contains U+0000"),
         ];
@@ -286,10 +257,7 @@ mod tests {
             );
         }
         let long = "t".repeat(65_536);
-        assert_eq!(
-            properties::check_topic_name(&long),
-            Err(format!("topic `{long}` is longer than 65535 bytes"))
-        );
+        assert_eq!(properties::check_topic_name(&long), Err(format!("topic `{long}` is longer than 65535 bytes")));
         assert_eq!(properties::check_topic_name(&long[1..]), Ok(()));
 
         let mut input = BatchBuilder::default();
@@ -297,11 +265,7 @@ mod tests {
         let (_, _, outcome) = map(&adapter, Direction::Upstream, input);
         assert_eq!(
             errors(&outcome),
-            vec![(
-                0,
-                ErrorKind::Malformed,
-                "no topic: the event has no destination and setting `topic` is unset"
-            )]
+            vec![(0, ErrorKind::Malformed, "no topic: the event has no destination and setting `topic` is unset")]
         );
     }
 
@@ -343,34 +307,20 @@ mod tests {
     #[test]
     fn the_event_id_replaces_a_message_id_header() {
         let mut input = BatchBuilder::default();
-        input
-            .item(Kind::Data)
-            .destination("t")
-            .id("e1")
-            .header("Message-Id", b"stale");
+        input.item(Kind::Data).destination("t").id("e1").header("Message-Id", b"stale");
         input.item(Kind::Data).destination("t").header("message-id", b"kept");
         let (data, index, outcome) = map(&mqtt(&[]), Direction::Upstream, input);
         assert_eq!(outcome.produced, vec![1, 1]);
         let records = Batch::parse(&data, &index).expect("output parses");
-        assert_eq!(
-            records.get(0).headers().skip(2).collect::<Vec<_>>(),
-            vec![("message-id", &b"e1"[..])]
-        );
-        assert_eq!(
-            records.get(1).headers().skip(2).collect::<Vec<_>>(),
-            vec![("message-id", &b"kept"[..])]
-        );
+        assert_eq!(records.get(0).headers().skip(2).collect::<Vec<_>>(), vec![("message-id", &b"e1"[..])]);
+        assert_eq!(records.get(1).headers().skip(2).collect::<Vec<_>>(), vec![("message-id", &b"kept"[..])]);
     }
 
     #[test]
     fn one_bad_event_fails_alone() {
         let mut input = BatchBuilder::default();
         input.item(Kind::Data).destination("a").payload(b"1");
-        input
-            .item(Kind::Data)
-            .destination("b")
-            .header("bad", &[0xc3])
-            .payload(b"2");
+        input.item(Kind::Data).destination("b").header("bad", &[0xc3]).payload(b"2");
         input.item(Kind::Data).destination("c").payload(b"3");
         let (data, index, outcome) = map(&mqtt(&[]), Direction::Upstream, input);
         assert_eq!(outcome.produced, vec![1, 0, 1]);
@@ -384,14 +334,8 @@ mod tests {
         );
         let records = Batch::parse(&data, &index).expect("output parses");
         assert_eq!(records.len(), 2);
-        assert_eq!(
-            (records.get(0).destination(), records.get(0).payload()),
-            (Some("a"), &b"1"[..])
-        );
-        assert_eq!(
-            (records.get(1).destination(), records.get(1).payload()),
-            (Some("c"), &b"3"[..])
-        );
+        assert_eq!((records.get(0).destination(), records.get(0).payload()), (Some("a"), &b"1"[..]));
+        assert_eq!((records.get(1).destination(), records.get(1).payload()), (Some("c"), &b"3"[..]));
         assert_eq!(records.get(1).headers().len(), 2, "only :qos and :retain");
     }
 
@@ -437,11 +381,7 @@ mod tests {
     #[test]
     fn a_foreign_response_topic_passes_as_it_is() {
         let mut input = BatchBuilder::default();
-        input
-            .item(Kind::Data)
-            .destination("plant/t")
-            .header(":response-topic", b"other/replies")
-            .payload(&[0x80]);
+        input.item(Kind::Data).destination("plant/t").header(":response-topic", b"other/replies").payload(&[0x80]);
         let (data, index, _) = map(&mqtt(&[("topic_prefix", "plant/")]), Direction::Downstream, input);
         let events = Batch::parse(&data, &index).expect("output parses");
         assert_eq!(events.get(0).header("reply-to"), Some(&b"other/replies"[..]));
@@ -457,11 +397,7 @@ mod tests {
         assert_eq!(outcome.produced, vec![0, 1]);
         assert_eq!(
             errors(&outcome),
-            vec![(
-                0,
-                ErrorKind::Malformed,
-                "topic `elsewhere/t` lies outside setting `topic_prefix` (`plant/`)"
-            )]
+            vec![(0, ErrorKind::Malformed, "topic `elsewhere/t` lies outside setting `topic_prefix` (`plant/`)")]
         );
         let events = Batch::parse(&data, &index).expect("output parses");
         assert_eq!(events.get(0).destination(), Some("t"));
@@ -509,20 +445,13 @@ mod tests {
         let (_, _, outcome) = map(&mqtt(&[]), Direction::Upstream, input);
         assert_eq!(
             errors(&outcome),
-            vec![(
-                0,
-                ErrorKind::Unsupported,
-                "the MQTT 5 endpoint maps data items only, not Unsubscribe items"
-            )]
+            vec![(0, ErrorKind::Unsupported, "the MQTT 5 endpoint maps data items only, not Unsubscribe items")]
         );
     }
 
     #[test]
     fn bad_settings_are_refused_by_name() {
-        assert_eq!(
-            configure(&[("qos", "3")]).expect_err("refused"),
-            "setting `qos`: `3` is not one of 0, 1, 2"
-        );
+        assert_eq!(configure(&[("qos", "3")]).expect_err("refused"), "setting `qos`: `3` is not one of 0, 1, 2");
         assert_eq!(
             configure(&[("retain", "yes")]).expect_err("refused"),
             "setting `retain`: `yes` is not one of true, false"

@@ -93,9 +93,7 @@ pub fn write(item: &Item<'_>, topic_prefix: &str, w: &mut ItemWriter<'_>) -> Res
             w.header(":response-topic", topic.as_bytes());
         } else if name.eq_ignore_ascii_case("correlation-id") {
             if value.len() > MAX_STRING_BYTES {
-                return Err(ItemError::malformed(
-                    "header `correlation-id`: the value is longer than 65535 bytes",
-                ));
+                return Err(ItemError::malformed("header `correlation-id`: the value is longer than 65535 bytes"));
             }
             w.header(":correlation-data", value);
         } else if item.id().is_some() && name.eq_ignore_ascii_case(ID_PROPERTY) {

@@ -94,11 +94,7 @@ impl Adapter for RabbitMq {
             "false" => "1",
             _ => "2",
         };
-        Ok(Self {
-            exchange,
-            routing_key,
-            delivery_mode,
-        })
+        Ok(Self { exchange, routing_key, delivery_mode })
     }
 
     fn upstream(&self, _ctx: &Context<'_>, item: &Item<'_>, out: &mut BatchBuilder) -> Result<(), ItemError> {
@@ -199,9 +195,7 @@ fn short_string(value: &[u8]) -> Result<&str, &'static str> {
 fn data_only(item: &Item<'_>) -> Result<(), ItemError> {
     match item.kind() {
         Kind::Data => Ok(()),
-        kind => Err(ItemError::unsupported(format!(
-            "the RabbitMQ endpoint maps data items only, not {kind:?} items"
-        ))),
+        kind => Err(ItemError::unsupported(format!("the RabbitMQ endpoint maps data items only, not {kind:?} items"))),
     }
 }
 
@@ -230,30 +224,20 @@ mod tests {
     }
 
     fn configure(settings: &[(&str, &str)]) -> Result<RabbitMq, String> {
-        let pairs = settings
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let pairs = settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         RabbitMq::configure(&Settings::new(pairs))
     }
 
     fn map(adapter: &RabbitMq, direction: Direction, input: BatchBuilder) -> (Vec<u8>, Vec<u32>, Outcome) {
         let (data, index) = input.into_parts();
-        let ctx = CallContext {
-            route: 2,
-            session: None,
-        };
+        let ctx = CallContext { route: 2, session: None };
         let (out, outcome) = run(adapter, direction, &ctx, &data, &index);
         let (data, index) = out.into_parts();
         (data, index, outcome)
     }
 
     fn errors(outcome: &Outcome) -> Vec<(u32, ErrorKind, &str)> {
-        outcome
-            .errors
-            .iter()
-            .map(|e| (e.item, e.kind, e.message.as_str()))
-            .collect()
+        outcome.errors.iter().map(|e| (e.item, e.kind, e.message.as_str())).collect()
     }
 
     #[test]
@@ -319,11 +303,7 @@ mod tests {
 
         let mut input = BatchBuilder::default();
         input.item(Kind::Data).destination("ignored");
-        let fixed = rabbit(&[
-            ("exchange", "amq.topic"),
-            ("routing_key", "audit.all"),
-            ("persistent", "false"),
-        ]);
+        let fixed = rabbit(&[("exchange", "amq.topic"), ("routing_key", "audit.all"), ("persistent", "false")]);
         let (data, index, _) = map(&fixed, Direction::Upstream, input);
         let records = Batch::parse(&data, &index).expect("output parses");
         assert_eq!(records.get(0).key(), Some(&b"audit.all"[..]));
@@ -397,11 +377,7 @@ mod tests {
     fn one_bad_event_fails_alone() {
         let mut input = BatchBuilder::default();
         input.item(Kind::Data).destination("a").id("1");
-        input
-            .item(Kind::Data)
-            .destination("b")
-            .id("2")
-            .header(":priority", b"9");
+        input.item(Kind::Data).destination("b").id("2").header(":priority", b"9");
         input.item(Kind::Data).destination("c").id("3");
         let (data, index, outcome) = map(&rabbit(&[]), Direction::Upstream, input);
         assert_eq!(outcome.produced, vec![1, 0, 1]);
@@ -415,18 +391,9 @@ mod tests {
         );
         let records = Batch::parse(&data, &index).expect("output parses");
         assert_eq!(records.len(), 2);
-        assert_eq!(
-            (records.get(0).key(), records.get(0).id()),
-            (Some(&b"a"[..]), Some("1"))
-        );
-        assert_eq!(
-            (records.get(1).key(), records.get(1).id()),
-            (Some(&b"c"[..]), Some("3"))
-        );
-        assert_eq!(
-            records.get(1).headers().collect::<Vec<_>>(),
-            vec![(":delivery-mode", &b"2"[..])]
-        );
+        assert_eq!((records.get(0).key(), records.get(0).id()), (Some(&b"a"[..]), Some("1")));
+        assert_eq!((records.get(1).key(), records.get(1).id()), (Some(&b"c"[..]), Some("3")));
+        assert_eq!(records.get(1).headers().collect::<Vec<_>>(), vec![(":delivery-mode", &b"2"[..])]);
     }
 
     #[test]
@@ -480,10 +447,7 @@ mod tests {
         input.item(Kind::Data).destination("").key(b"ok").payload(&[0xfe]);
         let (data, index, outcome) = map(&rabbit(&[]), Direction::Downstream, input);
         assert_eq!(outcome.produced, vec![0, 1]);
-        assert_eq!(
-            errors(&outcome),
-            vec![(0, ErrorKind::Malformed, "the routing key is not UTF-8")]
-        );
+        assert_eq!(errors(&outcome), vec![(0, ErrorKind::Malformed, "the routing key is not UTF-8")]);
         let events = Batch::parse(&data, &index).expect("output parses");
         assert_eq!(events.get(0).destination(), Some("ok"));
         assert_eq!(events.get(0).headers().len(), 0, "no header for the default exchange");
@@ -512,10 +476,7 @@ mod tests {
         assert_eq!(event.id(), Some("e1"));
         assert_eq!(event.destination(), Some("orders"));
         assert_eq!(event.content_type(), Some("text/plain"));
-        assert_eq!(
-            event.headers().collect::<Vec<_>>(),
-            vec![("correlation-id", &b"c1"[..]), ("x", &b"y"[..])]
-        );
+        assert_eq!(event.headers().collect::<Vec<_>>(), vec![("correlation-id", &b"c1"[..]), ("x", &b"y"[..])]);
         assert_eq!(event.payload(), b"hello");
     }
 
@@ -526,11 +487,7 @@ mod tests {
         let (_, _, outcome) = map(&rabbit(&[]), Direction::Upstream, input);
         assert_eq!(
             errors(&outcome),
-            vec![(
-                0,
-                ErrorKind::Unsupported,
-                "the RabbitMQ endpoint maps data items only, not Resume items"
-            )]
+            vec![(0, ErrorKind::Unsupported, "the RabbitMQ endpoint maps data items only, not Resume items")]
         );
     }
 

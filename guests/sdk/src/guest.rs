@@ -4,13 +4,7 @@
 use crate::layout::{self, BatchBuilder, Item};
 
 /// The bindings `wit-bindgen` generates for the `adapter` world.
-#[allow(
-    missing_docs,
-    missing_debug_implementations,
-    unsafe_code,
-    unused_qualifications,
-    clippy::all
-)]
+#[allow(missing_docs, missing_debug_implementations, unsafe_code, unused_qualifications, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "adapter",
@@ -36,26 +30,17 @@ pub struct ItemError {
 impl ItemError {
     /// The item's bytes do not parse.
     pub fn malformed(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Malformed,
-            message: message.into(),
-        }
+        Self { kind: ErrorKind::Malformed, message: message.into() }
     }
 
     /// The item is valid but this adapter does not handle it.
     pub fn unsupported(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Unsupported,
-            message: message.into(),
-        }
+        Self { kind: ErrorKind::Unsupported, message: message.into() }
     }
 
     /// The item is larger than the adapter accepts.
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::TooLarge,
-            message: message.into(),
-        }
+        Self { kind: ErrorKind::TooLarge, message: message.into() }
     }
 }
 
@@ -85,12 +70,7 @@ impl Settings {
     /// A comma-separated list, trimmed, empty entries dropped.
     #[must_use]
     pub fn list(&self, key: &str, default: &str) -> Vec<String> {
-        self.get_or(key, default)
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect()
+        self.get_or(key, default).split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
     }
 
     /// One of `choices`, or `default` when unset.
@@ -147,21 +127,13 @@ impl<'a> Context<'a> {
     /// A request header forwarded by Envoy, matched case-insensitively.
     #[must_use]
     pub fn header(&self, name: &str) -> Option<&'a str> {
-        self.session()?
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.session()?.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// A query parameter of the client's request.
     #[must_use]
     pub fn query(&self, name: &str) -> Option<&'a str> {
-        self.session()?
-            .query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.session()?.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -228,18 +200,8 @@ pub fn run<A: Adapter>(
     let input = match layout::Batch::parse(data, index) {
         Ok(input) => input,
         Err(err) => {
-            let error = wit::ItemError {
-                item: 0,
-                kind: ErrorKind::Malformed,
-                message: format!("input batch: {err}"),
-            };
-            return (
-                out,
-                wit::Outcome {
-                    produced: Vec::new(),
-                    errors: vec![error],
-                },
-            );
+            let error = wit::ItemError { item: 0, kind: ErrorKind::Malformed, message: format!("input batch: {err}") };
+            return (out, wit::Outcome { produced: Vec::new(), errors: vec![error] });
         }
     };
     let ctx = Context::new(ctx);
@@ -258,11 +220,7 @@ pub fn run<A: Adapter>(
                 out.rollback(mark);
                 produced.push(0);
                 let item = u32::try_from(i).unwrap_or(u32::MAX);
-                errors.push(wit::ItemError {
-                    item,
-                    kind: err.kind,
-                    message: err.message,
-                });
+                errors.push(wit::ItemError { item, kind: err.kind, message: err.message });
             }
         }
     }
@@ -357,14 +315,8 @@ pub fn call<A: Adapter>(
             message: String::from("adapter used before configure"),
         };
         return (
-            wit::Batch {
-                data: Vec::new(),
-                index: Vec::new(),
-            },
-            wit::Outcome {
-                produced: Vec::new(),
-                errors: vec![error],
-            },
+            wit::Batch { data: Vec::new(), index: Vec::new() },
+            wit::Outcome { produced: Vec::new(), errors: vec![error] },
         );
     };
     let (out, outcome) = run(adapter, direction, ctx, &input.data, &input.index);

@@ -19,10 +19,7 @@ use crate::layout::{BatchBuilder, Item, ItemWriter, Kind};
 /// `"Text/Plain; charset=utf-8"` gives `"Text/Plain"`; compare it case-insensitively.
 #[must_use]
 pub fn essence(content_type: &str) -> &str {
-    content_type
-        .split_once(';')
-        .map_or(content_type, |(essence, _)| essence)
-        .trim()
+    content_type.split_once(';').map_or(content_type, |(essence, _)| essence).trim()
 }
 
 /// True for `application/json` and every `+json` type (`application/cloudevents+json`).
@@ -44,9 +41,7 @@ pub fn is_textual(content_type: &str) -> bool {
 }
 
 fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
-    text.as_bytes()
-        .get(..prefix.len())
-        .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+    text.as_bytes().get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 fn ends_with_ignore_case(text: &str, suffix: &str) -> bool {
@@ -92,14 +87,7 @@ pub fn write_str(out: &mut Vec<u8>, text: &str) {
             b'\t' => b"\\t",
             0x08 => b"\\b",
             0x0c => b"\\f",
-            0x00..=0x1f => &[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(byte >> 4)],
-                HEX[usize::from(byte & 0xf)],
-            ],
+            0x00..=0x1f => &[b'\\', b'u', b'0', b'0', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]],
             _ => continue,
         };
         out.extend_from_slice(&bytes[clean..i]);
@@ -193,11 +181,7 @@ pub fn write_event(out: &mut Vec<u8>, item: &Item<'_>, style: EventStyle) {
     }
     out.extend_from_slice(b"\"seq\":");
     out.extend_from_slice(item.sequence().to_string().as_bytes());
-    for (field, value) in [
-        ("id", item.id()),
-        ("topic", item.destination()),
-        ("content_type", item.content_type()),
-    ] {
+    for (field, value) in [("id", item.id()), ("topic", item.destination()), ("content_type", item.content_type())] {
         if let Some(value) = value {
             out.push(b',');
             write_str(out, field);
@@ -281,9 +265,7 @@ pub fn client_frame<'b>(out: &'b mut BatchBuilder, item: &Item<'_>) -> Result<It
         Kind::Resume => "resume",
     };
     if item.kind() != Kind::Data {
-        return Err(ItemError::unsupported(format!(
-            "only data events are sent to clients, not `{kind}` items"
-        )));
+        return Err(ItemError::unsupported(format!("only data events are sent to clients, not `{kind}` items")));
     }
     let mut frame = out.item(Kind::Data);
     frame.sequence(item.sequence());
@@ -333,10 +315,7 @@ mod tests {
         String::from_utf8(out).expect("event JSON is UTF-8")
     }
 
-    const FULL: EventStyle = EventStyle {
-        type_tag: None,
-        headers: true,
-    };
+    const FULL: EventStyle = EventStyle { type_tag: None, headers: true };
 
     #[test]
     fn base64_matches_rfc_4648_vectors() {
@@ -364,10 +343,7 @@ mod tests {
 
     #[test]
     fn compact_drops_whitespace_outside_strings_only() {
-        assert_eq!(
-            compact("{ \"b\" : [1, 2.50],\n\t\"a\": \"x  \\\" y\" }\r\n"),
-            r#"{"b":[1,2.50],"a":"x  \" y"}"#
-        );
+        assert_eq!(compact("{ \"b\" : [1, 2.50],\n\t\"a\": \"x  \\\" y\" }\r\n"), r#"{"b":[1,2.50],"a":"x  \" y"}"#);
         assert_eq!(compact(r#"["\\", " "]"#), r#"["\\"," "]"#);
     }
 
@@ -389,13 +365,7 @@ mod tests {
         ] {
             assert!(is_textual(textual), "{textual}");
         }
-        for binary in [
-            "application/octet-stream",
-            "image/png",
-            "application/xml-dtd",
-            "json",
-            "",
-        ] {
+        for binary in ["application/octet-stream", "image/png", "application/xml-dtd", "json", ""] {
             assert!(!is_textual(binary), "{binary}");
         }
     }
@@ -403,14 +373,8 @@ mod tests {
     #[test]
     fn validate_reports_serde_positions() {
         assert!(validate(b" {\"a\": [1]} \n").is_ok());
-        assert_eq!(
-            validate(b"{\"a\": }").expect_err("invalid").to_string(),
-            "expected value at line 1 column 7"
-        );
-        assert_eq!(
-            validate(b"1 2").expect_err("two values").to_string(),
-            "trailing characters at line 1 column 3"
-        );
+        assert_eq!(validate(b"{\"a\": }").expect_err("invalid").to_string(), "expected value at line 1 column 7");
+        assert_eq!(validate(b"1 2").expect_err("two values").to_string(), "trailing characters at line 1 column 3");
         assert_eq!(utf8(b"ab\xffc"), Err(String::from("invalid UTF-8 at byte 2")));
         assert_eq!(utf8("é".as_bytes()), Ok("é"));
     }
@@ -428,10 +392,7 @@ mod tests {
                     .header("reply-to", b"inbox")
                     .payload(b"{ \"z\": 1,\n  \"a\": [true, 1.50] }");
             },
-            EventStyle {
-                type_tag: Some("message"),
-                headers: true,
-            },
+            EventStyle { type_tag: Some("message"), headers: true },
         );
         assert_eq!(
             json,
@@ -449,14 +410,8 @@ mod tests {
         let bare = event(|b| _ = b.item(Kind::Data).payload(b"hi \"you\""), FULL);
         assert_eq!(bare, r#"{"seq":0,"data":"hi \"you\""}"#);
 
-        let broken_json = event(
-            |b| _ = b.item(Kind::Data).content_type("application/json").payload(b"{oops"),
-            FULL,
-        );
-        assert_eq!(
-            broken_json,
-            r#"{"seq":0,"content_type":"application/json","data":"{oops"}"#
-        );
+        let broken_json = event(|b| _ = b.item(Kind::Data).content_type("application/json").payload(b"{oops"), FULL);
+        assert_eq!(broken_json, r#"{"seq":0,"content_type":"application/json","data":"{oops"}"#);
 
         let binary = event(|b| _ = b.item(Kind::Data).sequence(7).payload(&[0, 0xff, 0x10]), FULL);
         assert_eq!(binary, r#"{"seq":7,"data_base64":"AP8Q"}"#);
@@ -471,20 +426,13 @@ mod tests {
     #[test]
     fn event_splits_text_and_binary_headers_or_leaves_them_out() {
         let build = |b: &mut BatchBuilder| {
-            b.item(Kind::Data)
-                .header("trace", &[0xff, 0xfe])
-                .header("a", b"1")
-                .header("a", b"2")
-                .payload(b"x");
+            b.item(Kind::Data).header("trace", &[0xff, 0xfe]).header("a", b"1").header("a", b"2").payload(b"x");
         };
         assert_eq!(
             event(build, FULL),
             r#"{"seq":0,"headers":{"a":"1","a":"2"},"headers_base64":{"trace":"//4="},"data":"x"}"#
         );
-        let without = EventStyle {
-            type_tag: None,
-            headers: false,
-        };
+        let without = EventStyle { type_tag: None, headers: false };
         assert_eq!(event(build, without), r#"{"seq":0,"data":"x"}"#);
     }
 
@@ -506,9 +454,7 @@ mod tests {
         let batch = Batch::parse(&data, &index).expect("test batch is valid");
 
         let mut out = BatchBuilder::default();
-        client_frame(&mut out, &batch.get(0))
-            .expect("data item")
-            .payload(b"frame");
+        client_frame(&mut out, &batch.get(0)).expect("data item").payload(b"frame");
         let error = client_frame(&mut out, &batch.get(1)).expect_err("ack item");
         assert_eq!(error.kind, ErrorKind::Unsupported);
         assert_eq!(error.message, "only data events are sent to clients, not `ack` items");

@@ -106,13 +106,9 @@ pub enum LayoutError {
 impl fmt::Display for LayoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Truncated {
-                expected_words,
-                actual_words,
-            } => write!(
-                f,
-                "index has {actual_words} words, its prefix promises {expected_words}"
-            ),
+            Self::Truncated { expected_words, actual_words } => {
+                write!(f, "index has {actual_words} words, its prefix promises {expected_words}")
+            }
             Self::Version(v) => write!(f, "layout version {v} is not supported (expected {LAYOUT_VERSION})"),
             Self::OutOfBounds { item, field } => write!(f, "item {item}: {field} lies outside the data buffer"),
             Self::NotUtf8 { item, field } => write!(f, "item {item}: {field} is not UTF-8"),
@@ -159,10 +155,7 @@ impl<'a> Batch<'a> {
     /// UTF-8, or flagged with bits this version does not define.
     pub fn parse(data: &'a [u8], index: &'a [u32]) -> Result<Self, LayoutError> {
         if index.len() < PREFIX_WORDS {
-            return Err(LayoutError::Truncated {
-                expected_words: PREFIX_WORDS,
-                actual_words: index.len(),
-            });
+            return Err(LayoutError::Truncated { expected_words: PREFIX_WORDS, actual_words: index.len() });
         }
         if index[0] != LAYOUT_VERSION {
             return Err(LayoutError::Version(index[0]));
@@ -175,10 +168,7 @@ impl<'a> Batch<'a> {
             .and_then(|w| w.checked_add(PREFIX_WORDS))
             .unwrap_or(usize::MAX);
         if index.len() != expected_words {
-            return Err(LayoutError::Truncated {
-                expected_words,
-                actual_words: index.len(),
-            });
+            return Err(LayoutError::Truncated { expected_words, actual_words: index.len() });
         }
         let batch = Self { data, index, items };
         for item in 0..items {
@@ -208,19 +198,11 @@ impl<'a> Batch<'a> {
         }
         for h in start..start + count {
             let hw = self.header_words(h);
-            let key = span_bytes(self.data, hw[0], hw[1]).ok_or(LayoutError::OutOfBounds {
-                item,
-                field: "header key",
-            })?;
-            span_bytes(self.data, hw[2], hw[3]).ok_or(LayoutError::OutOfBounds {
-                item,
-                field: "header value",
-            })?;
+            let key =
+                span_bytes(self.data, hw[0], hw[1]).ok_or(LayoutError::OutOfBounds { item, field: "header key" })?;
+            span_bytes(self.data, hw[2], hw[3]).ok_or(LayoutError::OutOfBounds { item, field: "header value" })?;
             if str::from_utf8(key.unwrap_or_default()).is_err() {
-                return Err(LayoutError::NotUtf8 {
-                    item,
-                    field: "header key",
-                });
+                return Err(LayoutError::NotUtf8 { item, field: "header key" });
             }
         }
         Ok(())
@@ -249,10 +231,7 @@ impl<'a> Batch<'a> {
     #[must_use]
     pub fn get(&self, i: usize) -> Item<'a> {
         assert!(i < self.items, "item {i} of a batch of {}", self.items);
-        Item {
-            batch: *self,
-            words: &self.index[PREFIX_WORDS + i * ITEM_WORDS..][..ITEM_WORDS],
-        }
+        Item { batch: *self, words: &self.index[PREFIX_WORDS + i * ITEM_WORDS..][..ITEM_WORDS] }
     }
 
     /// The items in order.
@@ -394,9 +373,7 @@ impl<'a> Item<'a> {
     /// The first header named `key`, compared ASCII case-insensitively as HTTP does.
     #[must_use]
     pub fn header(&self, key: &str) -> Option<&'a [u8]> {
-        self.headers()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
+        self.headers().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)
     }
 }
 
@@ -508,11 +485,7 @@ impl BatchBuilder {
     /// The current position, for [`BatchBuilder::rollback`].
     #[must_use]
     pub fn mark(&self) -> Mark {
-        Mark {
-            data: self.data.len(),
-            items: self.items.len(),
-            headers: self.headers.len(),
-        }
+        Mark { data: self.data.len(), items: self.items.len(), headers: self.headers.len() }
     }
 
     /// Forgets everything written since `mark`.
@@ -692,10 +665,7 @@ mod tests {
         assert_eq!(first.content_type(), Some("application/json"));
         assert_eq!(first.payload(), br#"{"a":1}"#);
         assert_eq!(first.sequence(), u64::from(u32::MAX) + 7);
-        assert_eq!(
-            first.headers().collect::<Vec<_>>(),
-            vec![("x-one", &b"1"[..]), ("X-Two", &b"2"[..])]
-        );
+        assert_eq!(first.headers().collect::<Vec<_>>(), vec![("x-one", &b"1"[..]), ("X-Two", &b"2"[..])]);
         assert_eq!(first.header("x-two"), Some(&b"2"[..]));
         assert!(!first.is_binary());
         let second = batch.get(1);
@@ -741,10 +711,7 @@ mod tests {
         bad[PREFIX_WORDS + PAYLOAD] = u32::MAX - 1;
         assert_eq!(
             Batch::parse(&data, &bad).expect_err("refused"),
-            LayoutError::OutOfBounds {
-                item: 0,
-                field: "payload"
-            }
+            LayoutError::OutOfBounds { item: 0, field: "payload" }
         );
 
         let mut bad = index.clone();
@@ -753,17 +720,11 @@ mod tests {
 
         let mut bad = index.clone();
         bad[PREFIX_WORDS + HEADER_COUNT] = 3;
-        assert_eq!(
-            Batch::parse(&data, &bad).expect_err("refused"),
-            LayoutError::Headers { item: 0 }
-        );
+        assert_eq!(Batch::parse(&data, &bad).expect_err("refused"), LayoutError::Headers { item: 0 });
 
         let mut bad = index.clone();
         bad[PREFIX_WORDS + FLAGS] = 0x77;
-        assert!(matches!(
-            Batch::parse(&data, &bad),
-            Err(LayoutError::Flags { item: 0, .. })
-        ));
+        assert!(matches!(Batch::parse(&data, &bad), Err(LayoutError::Flags { item: 0, .. })));
 
         let mut bad_data = data.clone();
         let id_offset = index[PREFIX_WORDS + ID] as usize;
@@ -773,9 +734,6 @@ mod tests {
             LayoutError::NotUtf8 { item: 0, field: "id" }
         );
 
-        assert!(matches!(
-            Batch::parse(&data, &index[..2]),
-            Err(LayoutError::Truncated { .. })
-        ));
+        assert!(matches!(Batch::parse(&data, &index[..2]), Err(LayoutError::Truncated { .. })));
     }
 }

@@ -148,13 +148,7 @@ impl Adapter for Solace {
             };
             checked.map_err(|e| format!("setting `{used}`: {e}"))?;
         }
-        Ok(Self {
-            transport,
-            kind,
-            destination,
-            qos,
-            addressing: Addressing::default(),
-        })
+        Ok(Self { transport, kind, destination, qos, addressing: Addressing::default() })
     }
 
     fn upstream(&self, _ctx: &Context<'_>, item: &Item<'_>, out: &mut BatchBuilder) -> Result<(), ItemError> {
@@ -256,11 +250,7 @@ impl Solace {
         }
         .map_err(|error| {
             let message = format!("subscription `{}`: {error}", subscription.escape_debug());
-            if error.is_invalid() {
-                ItemError::malformed(message)
-            } else {
-                ItemError::unsupported(message)
-            }
+            if error.is_invalid() { ItemError::malformed(message) } else { ItemError::unsupported(message) }
         })?;
 
         output(out, item).destination(&destination);
@@ -293,30 +283,20 @@ mod tests {
     }
 
     fn configure(settings: &[(&str, &str)]) -> Result<Solace, String> {
-        let pairs = settings
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let pairs = settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Solace::configure(&Settings::new(pairs))
     }
 
     fn map(adapter: &Solace, direction: Direction, input: BatchBuilder) -> (Vec<u8>, Vec<u32>, Outcome) {
         let (data, index) = input.into_parts();
-        let ctx = CallContext {
-            route: 4,
-            session: None,
-        };
+        let ctx = CallContext { route: 4, session: None };
         let (out, outcome) = run(adapter, direction, &ctx, &data, &index);
         let (data, index) = out.into_parts();
         (data, index, outcome)
     }
 
     fn errors(outcome: &Outcome) -> Vec<(u32, ErrorKind, &str)> {
-        outcome
-            .errors
-            .iter()
-            .map(|e| (e.item, e.kind, e.message.as_str()))
-            .collect()
+        outcome.errors.iter().map(|e| (e.item, e.kind, e.message.as_str())).collect()
     }
 
     /// An event with every field and the well-known headers.
@@ -351,11 +331,7 @@ mod tests {
         assert_eq!(record.key(), None);
         assert_eq!(
             record.headers().collect::<Vec<_>>(),
-            vec![
-                (":correlation-id", &b"c1"[..]),
-                (":reply-to", &b"replies/c7"[..]),
-                ("region", &b"eu"[..]),
-            ]
+            vec![(":correlation-id", &b"c1"[..]), (":reply-to", &b"replies/c7"[..]), ("region", &b"eu"[..]),]
         );
         assert_eq!(record.payload(), br#"{"n":1}"#);
         assert_eq!(record.sequence(), 6);
@@ -389,11 +365,7 @@ mod tests {
         input.item(Kind::Data).destination("topic://a/b");
         let (data, index, _) = map(&direct, Direction::Upstream, input);
         let records = Batch::parse(&data, &index).expect("output parses");
-        assert_eq!(
-            records.get(0).destination(),
-            Some("a/b"),
-            "the topic:// prefix is removed"
-        );
+        assert_eq!(records.get(0).destination(), Some("a/b"), "the topic:// prefix is removed");
         assert_eq!(records.get(0).headers().collect::<Vec<_>>(), vec![(":qos", &b"0"[..])]);
     }
 
@@ -408,14 +380,7 @@ mod tests {
         assert_eq!(outcome.produced, vec![1, 1, 1]);
         let records = Batch::parse(&data, &index).expect("output parses");
         let destinations: Vec<_> = records.iter().map(|r| r.destination()).collect();
-        assert_eq!(
-            destinations,
-            vec![
-                Some("queue://orders-in"),
-                Some("queue://audit"),
-                Some("topic://prices/acme")
-            ]
-        );
+        assert_eq!(destinations, vec![Some("queue://orders-in"), Some("queue://audit"), Some("topic://prices/acme")]);
 
         let mut input = BatchBuilder::default();
         input.item(Kind::Data).payload(b"a");
@@ -451,32 +416,16 @@ mod tests {
                 "orders/>",
                 "topic `orders/>` has a wildcard level (`*`, `abc*` or `>`), which only subscriptions may use",
             ),
-            (
-                &amqp,
-                "queue://a;b",
-                "queue `a;b` contains one of '*<>&; or a control character",
-            ),
+            (&amqp, "queue://a;b", "queue `a;b` contains one of '*<>&; or a control character"),
             (&amqp, "topic://", "topic `` is empty"),
-            (
-                &mqtt,
-                "orders/+",
-                "topic `orders/+` contains a wildcard (`+` or `#`), which only subscriptions may use",
-            ),
-            (
-                &mqtt,
-                "queue://q",
-                "destination `queue://q`: the MQTT transport publishes to topics only",
-            ),
+            (&mqtt, "orders/+", "topic `orders/+` contains a wildcard (`+` or `#`), which only subscriptions may use"),
+            (&mqtt, "queue://q", "destination `queue://q`: the MQTT transport publishes to topics only"),
         ];
         for (adapter, destination, message) in cases {
             let mut input = BatchBuilder::default();
             input.item(Kind::Data).destination(destination);
             let (_, _, outcome) = map(adapter, Direction::Upstream, input);
-            assert_eq!(
-                errors(&outcome),
-                vec![(0, ErrorKind::Malformed, message)],
-                "{destination}"
-            );
+            assert_eq!(errors(&outcome), vec![(0, ErrorKind::Malformed, message)], "{destination}");
         }
     }
 
@@ -498,28 +447,15 @@ mod tests {
         );
         let records = Batch::parse(&data, &index).expect("output parses");
         assert_eq!(records.len(), 2);
-        assert_eq!(
-            (records.get(0).destination(), records.get(0).id()),
-            (Some("topic://a/1"), Some("1"))
-        );
-        assert_eq!(
-            (records.get(1).destination(), records.get(1).id()),
-            (Some("topic://a/3"), Some("3"))
-        );
+        assert_eq!((records.get(0).destination(), records.get(0).id()), (Some("topic://a/1"), Some("1")));
+        assert_eq!((records.get(1).destination(), records.get(1).id()), (Some("topic://a/3"), Some("3")));
     }
 
     #[test]
     fn subscriptions_are_translated_for_mqtt_and_prefixed_for_amqp() {
         let mut input = BatchBuilder::default();
-        input
-            .item(Kind::Subscribe)
-            .destination("prices/*/acme/>")
-            .client_id("c1")
-            .sequence(2);
-        input
-            .item(Kind::Unsubscribe)
-            .destination("topic://prices/>")
-            .client_id("c1");
+        input.item(Kind::Subscribe).destination("prices/*/acme/>").client_id("c1").sequence(2);
+        input.item(Kind::Unsubscribe).destination("topic://prices/>").client_id("c1");
         input.item(Kind::Subscribe).destination("prices/ac*");
         input.item(Kind::Subscribe).destination("prices/a*c");
         let (data, index, outcome) = map(&solace(&[("transport", "mqtt")]), Direction::Upstream, input);
@@ -533,11 +469,7 @@ mod tests {
                     "subscription `prices/ac*`: level `ac*` is a prefix wildcard, which MQTT cannot express: its \
                      wildcards match whole levels"
                 ),
-                (
-                    3,
-                    ErrorKind::Malformed,
-                    "subscription `prices/a*c`: level `a*c`: `*` may only end a level"
-                ),
+                (3, ErrorKind::Malformed, "subscription `prices/a*c`: level `a*c`: `*` may only end a level"),
             ]
         );
         let items = Batch::parse(&data, &index).expect("output parses");
@@ -557,11 +489,7 @@ mod tests {
         assert_eq!(
             errors(&outcome),
             vec![
-                (
-                    1,
-                    ErrorKind::Malformed,
-                    "destination `queue://q`: subscriptions are to topics, not queues"
-                ),
+                (1, ErrorKind::Malformed, "destination `queue://q`: subscriptions are to topics, not queues"),
                 (
                     2,
                     ErrorKind::Unsupported,
@@ -635,11 +563,7 @@ mod tests {
         assert_eq!(event.content_type(), Some("application/octet-stream"));
         assert_eq!(
             event.headers().collect::<Vec<_>>(),
-            vec![
-                ("reply-to", &b"replies/c7"[..]),
-                ("correlation-id", &b"c1"[..]),
-                ("region", &b"eu"[..]),
-            ]
+            vec![("reply-to", &b"replies/c7"[..]), ("correlation-id", &b"c1"[..]), ("region", &b"eu"[..]),]
         );
         assert!(event.is_binary());
     }
@@ -670,10 +594,7 @@ mod tests {
     #[test]
     fn bad_settings_are_refused_by_name() {
         let refused = |settings: &[(&str, &str)]| configure(settings).expect_err("refused");
-        assert_eq!(
-            refused(&[("transport", "smf")]),
-            "setting `transport`: `smf` is not one of amqp, mqtt"
-        );
+        assert_eq!(refused(&[("transport", "smf")]), "setting `transport`: `smf` is not one of amqp, mqtt");
         assert_eq!(
             refused(&[("transport", "mqtt"), ("destination_kind", "queue")]),
             "setting `destination_kind`: `queue` needs `transport = amqp` (MQTT publishes to topics only)"

@@ -50,10 +50,9 @@ impl fmt::Display for SubscriptionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Empty => write!(f, "the subscription is empty"),
-            Self::TooLong => write!(
-                f,
-                "the subscription is longer than {MAX_BYTES} bytes or has more than {MAX_LEVELS} levels"
-            ),
+            Self::TooLong => {
+                write!(f, "the subscription is longer than {MAX_BYTES} bytes or has more than {MAX_LEVELS} levels")
+            }
             Self::Nul => write!(f, "the subscription contains U+0000"),
             Self::MisplacedStar { level } => write!(f, "level `{level}`: `*` may only end a level"),
             Self::PrefixWildcard { level } => write!(
@@ -66,10 +65,9 @@ impl fmt::Display for SubscriptionError {
                  translation refuses as ambiguous"
             ),
             Self::Exception => write!(f, "a subscription exception (leading `!`) has no MQTT equivalent"),
-            Self::MqttWildcard { level } => write!(
-                f,
-                "level `{level}` holds `+` or `#`, which Solace reads literally but MQTT as wildcards"
-            ),
+            Self::MqttWildcard { level } => {
+                write!(f, "level `{level}` holds `+` or `#`, which Solace reads literally but MQTT as wildcards")
+            }
         }
     }
 }
@@ -103,13 +101,8 @@ pub fn check_subscription(subscription: &str) -> Result<(), SubscriptionError> {
     if subscription.contains('\0') {
         return Err(SubscriptionError::Nul);
     }
-    match subscription
-        .split('/')
-        .find(|level| level.find('*').is_some_and(|at| at + 1 != level.len()))
-    {
-        Some(level) => Err(SubscriptionError::MisplacedStar {
-            level: level.to_owned(),
-        }),
+    match subscription.split('/').find(|level| level.find('*').is_some_and(|at| at + 1 != level.len())) {
+        Some(level) => Err(SubscriptionError::MisplacedStar { level: level.to_owned() }),
         None => Ok(()),
     }
 }
@@ -146,14 +139,10 @@ pub fn solace_subscription_to_mqtt(subscription: &str) -> Result<String, Subscri
             ">" if last => filter.extend(["+", "#"]),
             ">" => return Err(SubscriptionError::InnerGreaterThan),
             _ if level.contains(['+', '#']) => {
-                return Err(SubscriptionError::MqttWildcard {
-                    level: (*level).to_owned(),
-                });
+                return Err(SubscriptionError::MqttWildcard { level: (*level).to_owned() });
             }
             _ if level.ends_with('*') => {
-                return Err(SubscriptionError::PrefixWildcard {
-                    level: (*level).to_owned(),
-                });
+                return Err(SubscriptionError::PrefixWildcard { level: (*level).to_owned() });
             }
             _ => filter.push(level),
         }
@@ -275,10 +264,7 @@ mod tests {
             ("!a/b", SubscriptionError::Exception),
             ("a/+/c", SubscriptionError::MqttWildcard { level: level("+") }),
             ("a/#", SubscriptionError::MqttWildcard { level: level("#") }),
-            (
-                "#share/group/a",
-                SubscriptionError::MqttWildcard { level: level("#share") },
-            ),
+            ("#share/group/a", SubscriptionError::MqttWildcard { level: level("#share") }),
         ];
         for (solace, error) in cases {
             assert_eq!(solace_subscription_to_mqtt(solace), Err(error), "{solace:?}");
@@ -339,9 +325,7 @@ mod tests {
     #[test]
     fn translated_filters_match_the_same_topics() {
         let subscriptions = ["a/b/c", "a/*/c", "*", "a/>", ">", "*/>", "a/*/>", "a/b>", "a//c"];
-        let topics = [
-            "a", "a/b", "a/b/c", "a/x/c", "a/b/c/d", "b", "b/c", "a//c", "a/b>", "x/y/z", "a/", "",
-        ];
+        let topics = ["a", "a/b", "a/b/c", "a/x/c", "a/b/c/d", "b", "b/c", "a//c", "a/b>", "x/y/z", "a/", ""];
         for subscription in subscriptions {
             let filter = solace_subscription_to_mqtt(subscription).expect("translatable");
             for topic in topics {
@@ -365,21 +349,12 @@ mod tests {
         assert!(check_topic("orders/eu*/x").is_err());
         assert!(check_topic("orders/>").is_err());
         assert_eq!(check_topic(""), Err("topic `` is empty".into()));
-        assert_eq!(
-            check_topic(&"t".repeat(251)),
-            Err(format!("topic `{}` is longer than 250 bytes", "t".repeat(251)))
-        );
+        assert_eq!(check_topic(&"t".repeat(251)), Err(format!("topic `{}` is longer than 250 bytes", "t".repeat(251))));
         assert_eq!(check_topic("a\0"), Err("topic `a\\0` contains U+0000".into()));
 
         assert_eq!(check_queue("orders/eu"), Ok(()));
-        assert_eq!(
-            check_queue("orders//eu"),
-            Err("queue `orders//eu` has an empty level".into())
-        );
-        assert_eq!(
-            check_queue("q;drop"),
-            Err("queue `q;drop` contains one of '*<>&; or a control character".into())
-        );
+        assert_eq!(check_queue("orders//eu"), Err("queue `orders//eu` has an empty level".into()));
+        assert_eq!(check_queue("q;drop"), Err("queue `q;drop` contains one of '*<>&; or a control character".into()));
         assert!(check_queue("").is_err());
         assert!(check_queue("q\n").is_err());
     }

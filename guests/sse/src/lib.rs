@@ -121,9 +121,7 @@ impl Adapter for Sse {
             parts.extend([&b"data: "[..], line, b"\n"]);
         }
         parts.push(b"\n");
-        json::client_frame(out, item)?
-            .content_type("text/event-stream")
-            .payload_parts(&parts);
+        json::client_frame(out, item)?.content_type("text/event-stream").payload_parts(&parts);
         Ok(())
     }
 }
@@ -189,24 +187,12 @@ mod tests {
     }
 
     fn encode(adapter: &Sse, direction: Direction, input: BatchBuilder) -> Output {
-        let ctx = CallContext {
-            route: 0,
-            session: None,
-        };
+        let ctx = CallContext { route: 0, session: None };
         let (data, index) = input.into_parts();
         let (out, outcome) = run(adapter, direction, &ctx, &data, &index);
         let (data, index) = out.into_parts();
-        let errors = outcome
-            .errors
-            .into_iter()
-            .map(|e| (e.item, e.kind, e.message))
-            .collect();
-        Output {
-            data,
-            index,
-            produced: outcome.produced,
-            errors,
-        }
+        let errors = outcome.errors.into_iter().map(|e| (e.item, e.kind, e.message)).collect();
+        Output { data, index, produced: outcome.produced, errors }
     }
 
     /// Encodes one data event with `payload` under the default settings and returns its frame.
@@ -249,10 +235,7 @@ mod tests {
     #[test]
     fn every_payload_line_becomes_a_data_line() {
         assert_eq!(frame_of(b"one"), "id: 1\ndata: one\n\n");
-        assert_eq!(
-            frame_of(b"a\nb\r\nc\rd"),
-            "id: 1\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
-        );
+        assert_eq!(frame_of(b"a\nb\r\nc\rd"), "id: 1\ndata: a\ndata: b\ndata: c\ndata: d\n\n");
         assert_eq!(frame_of(b""), "id: 1\ndata: \n\n");
         assert_eq!(frame_of(b"end\n"), "id: 1\ndata: end\ndata: \n\n");
         assert_eq!(frame_of(b"\r\n\r\n"), "id: 1\ndata: \ndata: \ndata: \n\n");
@@ -264,17 +247,8 @@ mod tests {
     fn event_name_follows_the_configured_header_and_must_be_one_line() {
         let custom = adapter(&[("event_header", "kind")]).expect("valid setting");
         let mut input = BatchBuilder::default();
-        input
-            .item(Kind::Data)
-            .sequence(2)
-            .header("sse-event", b"ignored")
-            .header("kind", b"update")
-            .payload(b"x");
-        input
-            .item(Kind::Data)
-            .sequence(3)
-            .header("kind", b"two\nlines")
-            .payload(b"y");
+        input.item(Kind::Data).sequence(2).header("sse-event", b"ignored").header("kind", b"update").payload(b"x");
+        input.item(Kind::Data).sequence(3).header("kind", b"two\nlines").payload(b"y");
         input.item(Kind::Data).sequence(4).header("kind", &[0xff]).payload(b"z");
         let output = encode(&custom, Direction::Downstream, input);
         assert_eq!(output.produced, vec![1, 0, 0]);
@@ -314,11 +288,7 @@ mod tests {
     fn base64_mode_encodes_flagged_and_invalid_payloads_only() {
         let base64 = adapter(&[("binary", "base64")]).expect("valid setting");
         let mut input = BatchBuilder::default();
-        input
-            .item(Kind::Data)
-            .sequence(7)
-            .header("sse-event", b"blob")
-            .payload(&[0xff, 0xfe, b'\n']);
+        input.item(Kind::Data).sequence(7).header("sse-event", b"blob").payload(&[0xff, 0xfe, b'\n']);
         input.item(Kind::Data).sequence(8).binary(true).payload(b"foobar");
         input.item(Kind::Data).sequence(9).payload(b"plain\ntext");
         let output = encode(&base64, Direction::Downstream, input);
@@ -351,11 +321,7 @@ mod tests {
         assert_eq!(output.produced, vec![0]);
         assert_eq!(
             output.errors,
-            vec![(
-                0,
-                ErrorKind::Unsupported,
-                String::from("this adapter does not map upstream")
-            )]
+            vec![(0, ErrorKind::Unsupported, String::from("this adapter does not map upstream"))]
         );
     }
 
@@ -369,9 +335,6 @@ mod tests {
             adapter(&[("binary", "hex")]).expect_err("bad choice"),
             "setting `binary`: `hex` is not one of refuse, base64"
         );
-        assert_eq!(
-            adapter(&[("event_header", " ")]).expect_err("empty"),
-            "setting `event_header`: must not be empty"
-        );
+        assert_eq!(adapter(&[("event_header", " ")]).expect_err("empty"), "setting `event_header`: must not be empty");
     }
 }

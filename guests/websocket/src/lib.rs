@@ -140,10 +140,7 @@ impl Adapter for WebSocket {
             }
             Protocol::Envelope => {
                 let mut body = Vec::with_capacity(item.payload().len() + 96);
-                let style = EventStyle {
-                    type_tag: Some("message"),
-                    headers: true,
-                };
+                let style = EventStyle { type_tag: Some("message"), headers: true };
                 json::write_event(&mut body, item, style);
                 json::client_frame(out, item)?.content_type(JSON).payload(&body);
             }
@@ -240,15 +237,10 @@ impl<'a> Message<'a> {
     fn parse(text: &'a str) -> Result<Self, String> {
         let value: &RawValue = serde_json::from_str(text).map_err(|err| format!("text frame is not JSON: {err}"))?;
         let fields = Fields::of("message", value)?;
-        let kind = fields
-            .string("type")?
-            .ok_or_else(|| format!("field `type` is missing (expected {TYPES})"))?;
+        let kind = fields.string("type")?.ok_or_else(|| format!("field `type` is missing (expected {TYPES})"))?;
         match kind.as_str() {
             "publish" => {
-                fields.only(
-                    "publish",
-                    &["type", "topic", "data", "id", "key", "ack", "headers", "content_type"],
-                )?;
+                fields.only("publish", &["type", "topic", "data", "id", "key", "ack", "headers", "content_type"])?;
                 let data = fields.get("data").ok_or("field `data` is missing")?;
                 let headers = match fields.get("headers") {
                     None => Vec::new(),
@@ -267,20 +259,12 @@ impl<'a> Message<'a> {
             "subscribe" | "unsubscribe" => {
                 fields.only(&kind, &["type", "topic"])?;
                 let topic = fields.string("topic")?.ok_or("field `topic` is missing")?;
-                Ok(if kind == "subscribe" {
-                    Message::Subscribe(topic)
-                } else {
-                    Message::Unsubscribe(topic)
-                })
+                Ok(if kind == "subscribe" { Message::Subscribe(topic) } else { Message::Unsubscribe(topic) })
             }
             "ack" | "resume" => {
                 fields.only(&kind, &["type", "seq"])?;
                 let seq = fields.sequence("seq")?;
-                Ok(if kind == "ack" {
-                    Message::Ack(seq)
-                } else {
-                    Message::Resume(seq)
-                })
+                Ok(if kind == "ack" { Message::Ack(seq) } else { Message::Resume(seq) })
             }
             other => Err(format!("unknown message type `{other}` (expected {TYPES})")),
         }
@@ -291,11 +275,7 @@ impl Publish<'_> {
     /// Writes the data event, taking what the message leaves unset from `frame`.
     fn write(&self, frame: &Item<'_>, out: &mut BatchBuilder) {
         let raw = self.data.get();
-        let text = if raw.starts_with('"') {
-            serde_json::from_str::<String>(raw).ok()
-        } else {
-            None
-        };
+        let text = if raw.starts_with('"') { serde_json::from_str::<String>(raw).ok() } else { None };
         let (payload, default_type) = match &text {
             Some(text) => (text.as_bytes(), TEXT),
             None => (raw.as_bytes(), JSON),
@@ -354,10 +334,7 @@ impl<'a> Fields<'a> {
     fn only(&self, kind: &str, known: &[&str]) -> Result<(), String> {
         match self.map.keys().find(|name| !known.contains(&name.as_str())) {
             None => Ok(()),
-            Some(name) => Err(format!(
-                "unknown field `{name}` in a `{kind}` message (expected {})",
-                known.join(", ")
-            )),
+            Some(name) => Err(format!("unknown field `{name}` in a `{kind}` message (expected {})", known.join(", "))),
         }
     }
 
@@ -378,11 +355,8 @@ impl<'a> Fields<'a> {
     fn sequence(&self, name: &str) -> Result<u64, String> {
         let value = self.get(name).ok_or_else(|| format!("field `{name}` is missing"))?;
         serde_json::from_str::<u64>(value.get()).map_err(|_| {
-            let got = if type_of(value) == "a number" {
-                format!("`{}`", value.get())
-            } else {
-                type_of(value).to_owned()
-            };
+            let got =
+                if type_of(value) == "a number" { format!("`{}`", value.get()) } else { type_of(value).to_owned() };
             format!("field `{name}` must be an integer from 0 to 2^64-1, got {got}")
         })
     }
@@ -459,45 +433,23 @@ mod tests {
     }
 
     fn map(adapter: &WebSocket, direction: Direction, input: BatchBuilder) -> Output {
-        let ctx = CallContext {
-            route: 0,
-            session: None,
-        };
+        let ctx = CallContext { route: 0, session: None };
         let (data, index) = input.into_parts();
         let (out, outcome) = run(adapter, direction, &ctx, &data, &index);
         let (data, index) = out.into_parts();
-        let errors = outcome
-            .errors
-            .into_iter()
-            .map(|e| (e.item, e.kind, e.message))
-            .collect();
-        Output {
-            data,
-            index,
-            produced: outcome.produced,
-            errors,
-        }
+        let errors = outcome.errors.into_iter().map(|e| (e.item, e.kind, e.message)).collect();
+        Output { data, index, produced: outcome.produced, errors }
     }
 
     /// A text frame from client `c1` on a connection bound to destination `chat`.
     fn text(input: &mut BatchBuilder, json: &str) {
-        input
-            .item(Kind::Data)
-            .sequence(5)
-            .client_id("c1")
-            .destination("chat")
-            .payload(json.as_bytes());
+        input.item(Kind::Data).sequence(5).client_id("c1").destination("chat").payload(json.as_bytes());
     }
 
     #[test]
     fn raw_frames_become_data_events() {
         let mut input = BatchBuilder::default();
-        input
-            .item(Kind::Data)
-            .sequence(1)
-            .client_id("c1")
-            .destination("chat")
-            .payload("héllo".as_bytes());
+        input.item(Kind::Data).sequence(1).client_id("c1").destination("chat").payload("héllo".as_bytes());
         input
             .item(Kind::Data)
             .sequence(2)
@@ -505,11 +457,7 @@ mod tests {
             .destination("chat")
             .binary(true)
             .payload(&[0, 159, 146, 150]);
-        input
-            .item(Kind::Data)
-            .binary(true)
-            .content_type("image/png")
-            .payload(&[0x89, b'P']);
+        input.item(Kind::Data).binary(true).content_type("image/png").payload(&[0x89, b'P']);
         let output = map(&raw(), Direction::Upstream, input);
         assert_eq!(output.produced, vec![1, 1, 1]);
         assert_eq!(output.errors, vec![]);
@@ -546,11 +494,7 @@ mod tests {
         assert_eq!(output.produced, vec![0, 1]);
         assert_eq!(
             output.errors,
-            vec![(
-                0,
-                ErrorKind::Malformed,
-                String::from("text frame is not UTF-8: invalid UTF-8 at byte 1")
-            )]
+            vec![(0, ErrorKind::Malformed, String::from("text frame is not UTF-8: invalid UTF-8 at byte 1"))]
         );
         assert_eq!(output.batch().get(0).payload(), b"fine");
     }
@@ -587,11 +531,7 @@ mod tests {
         assert_eq!(event.key(), Some(&b"cust-9"[..]));
         assert_eq!(
             event.headers().collect::<Vec<_>>(),
-            vec![
-                ("traceparent", &b"00-abc"[..]),
-                ("correlation-id", &b"x\"y"[..]),
-                ("reply-to", &b"inbox/c1"[..]),
-            ]
+            vec![("traceparent", &b"00-abc"[..]), ("correlation-id", &b"x\"y"[..]), ("reply-to", &b"inbox/c1"[..]),]
         );
     }
 
@@ -599,15 +539,9 @@ mod tests {
     fn envelope_publish_defaults_come_from_the_frame_and_the_data() {
         let mut input = BatchBuilder::default();
         text(&mut input, r#"{"type":"publish","data":"line 1\nsnow ☃ \"quoted\""}"#);
-        text(
-            &mut input,
-            r#"{"type":"publish","data":"<a/>","content_type":"application/xml","ack":false}"#,
-        );
+        text(&mut input, r#"{"type":"publish","data":"<a/>","content_type":"application/xml","ack":false}"#);
         text(&mut input, r#"{"type":"publish","data":null}"#);
-        text(
-            &mut input,
-            r#"{"type":"publish","data":[1,"two"],"content_type":"application/vnd.x+json"}"#,
-        );
+        text(&mut input, r#"{"type":"publish","data":[1,"two"],"content_type":"application/vnd.x+json"}"#);
         let output = map(&envelope(), Direction::Upstream, input);
         assert_eq!(output.produced, vec![1, 1, 1, 1]);
         let out = output.batch();
@@ -646,10 +580,8 @@ mod tests {
         assert_eq!(output.produced, vec![1, 1, 1, 1]);
         assert_eq!(output.errors, vec![]);
         let out = output.batch();
-        let summary: Vec<_> = out
-            .iter()
-            .map(|e| (e.kind(), e.destination(), e.sequence(), e.client_id(), e.payload()))
-            .collect();
+        let summary: Vec<_> =
+            out.iter().map(|e| (e.kind(), e.destination(), e.sequence(), e.client_id(), e.payload())).collect();
         assert_eq!(
             summary,
             vec![
@@ -665,38 +597,17 @@ mod tests {
     fn envelope_errors_name_the_problem() {
         let cases: &[(&str, &str)] = &[
             ("not json", "text frame is not JSON: expected ident at line 1 column 2"),
-            (
-                r#"{"type":"ack","seq":1"#,
-                "text frame is not JSON: EOF while parsing an object at line 1 column 21",
-            ),
+            (r#"{"type":"ack","seq":1"#, "text frame is not JSON: EOF while parsing an object at line 1 column 21"),
             ("[1]", "message must be a JSON object, got an array"),
             (r#""publish""#, "message must be a JSON object, got a string"),
-            (
-                "{}",
-                "field `type` is missing (expected publish, subscribe, unsubscribe, ack, resume)",
-            ),
+            ("{}", "field `type` is missing (expected publish, subscribe, unsubscribe, ack, resume)"),
             (r#"{"type":5}"#, "field `type` must be a string, got a number"),
-            (
-                r#"{"type":"foo"}"#,
-                "unknown message type `foo` (expected publish, subscribe, unsubscribe, ack, resume)",
-            ),
+            (r#"{"type":"foo"}"#, "unknown message type `foo` (expected publish, subscribe, unsubscribe, ack, resume)"),
             (r#"{"type":"publish"}"#, "field `data` is missing"),
-            (
-                r#"{"type":"publish","data":1,"topic":7}"#,
-                "field `topic` must be a string, got a number",
-            ),
-            (
-                r#"{"type":"publish","data":1,"id":{}}"#,
-                "field `id` must be a string, got an object",
-            ),
-            (
-                r#"{"type":"publish","data":1,"ack":"yes"}"#,
-                "field `ack` must be a boolean, got a string",
-            ),
-            (
-                r#"{"type":"publish","data":1,"headers":[]}"#,
-                "field `headers` must be a JSON object, got an array",
-            ),
+            (r#"{"type":"publish","data":1,"topic":7}"#, "field `topic` must be a string, got a number"),
+            (r#"{"type":"publish","data":1,"id":{}}"#, "field `id` must be a string, got an object"),
+            (r#"{"type":"publish","data":1,"ack":"yes"}"#, "field `ack` must be a boolean, got a string"),
+            (r#"{"type":"publish","data":1,"headers":[]}"#, "field `headers` must be a JSON object, got an array"),
             (
                 r#"{"type":"publish","data":1,"headers":{"X-A":true}}"#,
                 "field `headers.X-A` must be a string, got a boolean",
@@ -707,31 +618,19 @@ mod tests {
                  (expected type, topic, data, id, key, ack, headers, content_type)",
             ),
             (r#"{"type":"subscribe"}"#, "field `topic` is missing"),
-            (
-                r#"{"type":"subscribe","topic":null}"#,
-                "field `topic` must be a string, got null",
-            ),
+            (r#"{"type":"subscribe","topic":null}"#, "field `topic` must be a string, got null"),
             (
                 r#"{"type":"unsubscribe","topic":"a","seq":1}"#,
                 "unknown field `seq` in a `unsubscribe` message (expected type, topic)",
             ),
             (r#"{"type":"ack"}"#, "field `seq` is missing"),
-            (
-                r#"{"type":"ack","seq":-1}"#,
-                "field `seq` must be an integer from 0 to 2^64-1, got `-1`",
-            ),
-            (
-                r#"{"type":"ack","seq":1.0}"#,
-                "field `seq` must be an integer from 0 to 2^64-1, got `1.0`",
-            ),
+            (r#"{"type":"ack","seq":-1}"#, "field `seq` must be an integer from 0 to 2^64-1, got `-1`"),
+            (r#"{"type":"ack","seq":1.0}"#, "field `seq` must be an integer from 0 to 2^64-1, got `1.0`"),
             (
                 r#"{"type":"resume","seq":18446744073709551616}"#,
                 "field `seq` must be an integer from 0 to 2^64-1, got `18446744073709551616`",
             ),
-            (
-                r#"{"type":"resume","seq":"7"}"#,
-                "field `seq` must be an integer from 0 to 2^64-1, got a string",
-            ),
+            (r#"{"type":"resume","seq":"7"}"#, "field `seq` must be an integer from 0 to 2^64-1, got a string"),
         ];
         let mut input = BatchBuilder::default();
         for (frame, _) in cases {
@@ -751,10 +650,7 @@ mod tests {
     #[test]
     fn envelope_refuses_binary_and_non_utf8_frames() {
         let mut input = BatchBuilder::default();
-        input
-            .item(Kind::Data)
-            .binary(true)
-            .payload(br#"{"type":"ack","seq":1}"#);
+        input.item(Kind::Data).binary(true).payload(br#"{"type":"ack","seq":1}"#);
         input.item(Kind::Data).payload(b"{\"type\":\"\xff\"}");
         let output = map(&envelope(), Direction::Upstream, input);
         assert_eq!(output.produced, vec![0, 0]);
@@ -766,11 +662,7 @@ mod tests {
                     ErrorKind::Malformed,
                     String::from("binary frames are not accepted with protocol `envelope`; send a JSON text frame")
                 ),
-                (
-                    1,
-                    ErrorKind::Malformed,
-                    String::from("text frame is not UTF-8: invalid UTF-8 at byte 9")
-                ),
+                (1, ErrorKind::Malformed, String::from("text frame is not UTF-8: invalid UTF-8 at byte 9")),
             ]
         );
     }
@@ -838,24 +730,13 @@ mod tests {
             .header("correlation-id", b"abc")
             .header("raw", &[0x80])
             .payload(b"{\n  \"qty\": 2,\n  \"sku\": \"A 1\"\n}\n");
-        input
-            .item(Kind::Data)
-            .sequence(32)
-            .content_type("text/plain")
-            .payload("tab\there ☃".as_bytes());
-        input
-            .item(Kind::Data)
-            .sequence(33)
-            .destination("blobs")
-            .binary(true)
-            .payload(&[1, 2, 3, 4]);
+        input.item(Kind::Data).sequence(32).content_type("text/plain").payload("tab\there ☃".as_bytes());
+        input.item(Kind::Data).sequence(33).destination("blobs").binary(true).payload(&[1, 2, 3, 4]);
         let output = map(&envelope(), Direction::Downstream, input);
         assert_eq!(output.produced, vec![1, 1, 1]);
         let out = output.batch();
-        let frames: Vec<_> = out
-            .iter()
-            .map(|f| String::from_utf8(f.payload().to_vec()).expect("envelope frames are text"))
-            .collect();
+        let frames: Vec<_> =
+            out.iter().map(|f| String::from_utf8(f.payload().to_vec()).expect("envelope frames are text")).collect();
         assert_eq!(
             frames,
             vec![
@@ -897,10 +778,7 @@ mod tests {
 
     #[test]
     fn refuses_unknown_and_invalid_settings() {
-        assert_eq!(
-            adapter(&[("mode", "raw")]).expect_err("unknown"),
-            "unknown setting `mode` (known: protocol)"
-        );
+        assert_eq!(adapter(&[("mode", "raw")]).expect_err("unknown"), "unknown setting `mode` (known: protocol)");
         assert_eq!(
             adapter(&[("protocol", "json")]).expect_err("bad choice"),
             "setting `protocol`: `json` is not one of raw, envelope"

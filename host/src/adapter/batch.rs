@@ -78,18 +78,13 @@ impl Adapter {
             return Err((inputs, self.invalid(message)));
         }
         self.succeeded();
-        let mut mapped = Mapped {
-            outputs: Vec::with_capacity(output.len()),
-            refused: Vec::new(),
-        };
+        let mut mapped = Mapped { outputs: Vec::with_capacity(output.len()), refused: Vec::new() };
         let mut errors = outcome.errors.into_iter().peekable();
         let mut items = output.iter();
         for (i, (mut input, produced)) in inputs.into_iter().zip(outcome.produced).enumerate() {
             if errors.peek().is_some_and(|e| e.item as usize == i) {
                 if let Some(error) = errors.next() {
-                    self.stats()
-                        .item_errors
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.stats().item_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     mapped.refused.push((input, error));
                 }
                 continue;
@@ -119,10 +114,7 @@ fn check_outcome(inputs: usize, outputs: usize, produced: &[u32], errors: &[Item
         return Err(format!("the guest refused the whole batch: {}", e.message));
     }
     if produced.len() != inputs {
-        return Err(format!(
-            "outcome counts {} inputs, the batch had {inputs}",
-            produced.len()
-        ));
+        return Err(format!("outcome counts {} inputs, the batch had {inputs}", produced.len()));
     }
     let total: u64 = produced.iter().map(|&p| u64::from(p)).sum();
     if total != outputs as u64 {
@@ -132,9 +124,7 @@ fn check_outcome(inputs: usize, outputs: usize, produced: &[u32], errors: &[Item
     for e in errors {
         let item = e.item as usize;
         if item >= inputs || produced[item] != 0 || previous.is_some_and(|p| p >= item) {
-            return Err(format!(
-                "error for item {item} is out of range, out of order, or has outputs"
-            ));
+            return Err(format!("error for item {item} is out of range, out of order, or has outputs"));
         }
         previous = Some(item);
     }
@@ -147,9 +137,7 @@ fn from_item(item: &mediation_adapter_sdk::Item<'_>, data: &Bytes, parent: &Even
     // `Batch::parse` checked that text spans are UTF-8.
     let text = |s: &str| Text::from_utf8(data.slice_ref(s.as_bytes())).unwrap_or_default();
     Event {
-        id: item
-            .id()
-            .map_or_else(|| parent.id.clone(), |id| EventId::Given(text(id))),
+        id: item.id().map_or_else(|| parent.id.clone(), |id| EventId::Given(text(id))),
         kind: parent.kind,
         source: parent.source,
         ordering_key: parent.ordering_key,
@@ -157,13 +145,7 @@ fn from_item(item: &mediation_adapter_sdk::Item<'_>, data: &Bytes, parent: &Even
         destination: item.destination().map(text),
         key: item.key().map(|k| data.slice_ref(k)),
         content_type: item.content_type().map(text),
-        headers: item
-            .headers()
-            .map(|(k, v)| Header {
-                name: text(k),
-                value: data.slice_ref(v),
-            })
-            .collect(),
+        headers: item.headers().map(|(k, v)| Header { name: text(k), value: data.slice_ref(v) }).collect(),
         payload: data.slice_ref(item.payload()),
         flags: item.flags(),
         sequence: item.sequence(),
@@ -178,39 +160,17 @@ mod tests {
     use crate::adapter::ErrorKind;
 
     fn error(item: u32) -> ItemError {
-        ItemError {
-            item,
-            kind: ErrorKind::Malformed,
-            message: String::from("bad"),
-        }
+        ItemError { item, kind: ErrorKind::Malformed, message: String::from("bad") }
     }
 
     #[test]
     fn an_outcome_must_account_for_every_item() {
         assert_eq!(check_outcome(3, 3, &[1, 0, 2], &[error(1)]), Ok(()));
-        assert!(
-            check_outcome(3, 3, &[1, 2], &[])
-                .expect_err("short")
-                .contains("counts 2 inputs")
-        );
-        assert!(
-            check_outcome(2, 3, &[1, 1], &[])
-                .expect_err("extra")
-                .contains("claims 2 outputs, the batch has 3")
-        );
-        assert!(
-            check_outcome(2, 2, &[1, 1], &[error(1)]).is_err(),
-            "an error item with outputs"
-        );
-        assert!(
-            check_outcome(2, 0, &[0, 0], &[error(1), error(0)]).is_err(),
-            "errors out of order"
-        );
+        assert!(check_outcome(3, 3, &[1, 2], &[]).expect_err("short").contains("counts 2 inputs"));
+        assert!(check_outcome(2, 3, &[1, 1], &[]).expect_err("extra").contains("claims 2 outputs, the batch has 3"));
+        assert!(check_outcome(2, 2, &[1, 1], &[error(1)]).is_err(), "an error item with outputs");
+        assert!(check_outcome(2, 0, &[0, 0], &[error(1), error(0)]).is_err(), "errors out of order");
         assert!(check_outcome(2, 0, &[0, 0], &[error(7)]).is_err(), "error past the end");
-        assert!(
-            check_outcome(2, 0, &[], &[error(0)])
-                .expect_err("refused")
-                .contains("whole batch")
-        );
+        assert!(check_outcome(2, 0, &[], &[error(0)]).expect_err("refused").contains("whole batch"));
     }
 }

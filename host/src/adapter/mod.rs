@@ -9,6 +9,7 @@
 
 mod batch;
 mod builtin;
+mod wasi;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,10 +18,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Deserialize;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::config::{AdapterRuntimeConfig, Problems};
 
@@ -41,9 +40,6 @@ use bindings::mediation::adapter::types::{Batch, Outcome};
 /// How often the epoch advances. Deadlines are whole ticks, so a call may overrun
 /// its budget by up to one tick.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
-
-/// Bytes of a guest's stderr kept to explain a trap (a Rust panic message lands there).
-const STDERR_CAPTURE_BYTES: usize = 4096;
 
 /// Where an adapter's component comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,11 +88,9 @@ impl AdapterSource {
                 path,
                 format!("no builtin adapter `{name}` (builtins: {})", BUILTIN_NAMES.join(", ")),
             ),
-            Self::File(file) => problems.check(
-                file.is_file(),
-                path,
-                format!("adapter file {} does not exist", file.display()),
-            ),
+            Self::File(file) => {
+                problems.check(file.is_file(), path, format!("adapter file {} does not exist", file.display()))
+            }
         }
     }
 }
@@ -172,18 +166,20 @@ pub enum Direction {
     Downstream,
 }
 
-/// What a guest's store holds: a locked-down WASI context and the limits.
+/// What a guest's store holds: the sandbox's WASI state and the limits.
 struct GuestState {
-    /// WASI with no files, no environment, no network and no stdio but a captured stderr.
-    wasi: WasiCtx,
-    /// WASI's resource table.
-    table: ResourceTable,
+    /// No files, no environment, no network; stdout and stderr captured.
+    sandbox: wasi::Sandbox,
     /// The memory and table caps.
     limiter: Limiter,
     /// The adapter's component name, for its log lines.
     name: Arc<str>,
-    /// The guest's stderr, read after a trap (a Rust panic message lands there).
-    stderr: MemoryOutputPipe,
+}
+
+impl wasi::HasSandbox for GuestState {
+    fn sandbox(&mut self) -> &mut wasi::Sandbox {
+        &mut self.sandbox
+    }
 }
 
 /// The store's limits, remembering whether a memory growth was refused so that a
@@ -221,15 +217,6 @@ impl wasmtime::ResourceLimiter for Limiter {
     }
 }
 
-impl WasiView for GuestState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
 impl bindings::mediation::adapter::types::Host for GuestState {}
 
 impl bindings::AdapterImports for GuestState {
@@ -257,9 +244,7 @@ pub struct AdapterRuntime {
 
 impl std::fmt::Debug for AdapterRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdapterRuntime")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
+        f.debug_struct("AdapterRuntime").field("config", &self.config).finish_non_exhaustive()
     }
 }
 
@@ -274,24 +259,18 @@ impl AdapterRuntime {
         engine_config.epoch_interruption(true);
         let engine = Engine::new(&engine_config)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasi::add_to_linker(&mut linker)?;
         bindings::Adapter::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |state| state)?;
         let weak = engine.weak();
-        std::thread::Builder::new()
-            .name(String::from("adapter-epoch"))
-            .spawn(move || {
-                // Stops once every clone of the engine is gone.
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })?;
-        Ok(Self {
-            engine,
-            linker: Arc::new(linker),
-            config: config.clone(),
-        })
+        std::thread::Builder::new().name(String::from("adapter-epoch")).spawn(move || {
+            // Stops once every clone of the engine is gone.
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })?;
+        Ok(Self { engine, linker: Arc::new(linker), config: config.clone() })
     }
 
     /// Compiles the adapter for component `name`, checks it against the world and its
@@ -308,11 +287,8 @@ impl AdapterRuntime {
         role: Role,
         settings: &BTreeMap<String, String>,
     ) -> Result<Adapter, AdapterError> {
-        let load_error = |message: String| AdapterError::Load {
-            name: name.to_owned(),
-            source_name: source.to_string(),
-            message,
-        };
+        let load_error =
+            |message: String| AdapterError::Load { name: name.to_owned(), source_name: source.to_string(), message };
         let component = match source {
             AdapterSource::Builtin(builtin) => {
                 let bytes =
@@ -333,10 +309,7 @@ impl AdapterRuntime {
             .instantiate_pre(&component)
             .map_err(|e| load_error(format!("does not fit the mediation:adapter world: {}", root_cause(&e))))?;
         let pre = bindings::AdapterPre::new(pre).map_err(|e| {
-            load_error(format!(
-                "does not export the mediation:adapter/mapping interface: {}",
-                root_cause(&e)
-            ))
+            load_error(format!("does not export the mediation:adapter/mapping interface: {}", root_cause(&e)))
         })?;
         let adapter = Adapter {
             shared: Arc::new(Shared {
@@ -409,9 +382,7 @@ pub struct Adapter {
 
 impl std::fmt::Debug for Adapter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Adapter")
-            .field("name", &self.shared.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Adapter").field("name", &self.shared.name).finish_non_exhaustive()
     }
 }
 
@@ -464,23 +435,11 @@ impl Adapter {
     /// True when the adapter's output depends on the client session.
     #[must_use]
     pub fn session_dependent(&self) -> bool {
-        self.shared
-            .info
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .is_some_and(|i| i.session_dependent)
+        self.shared.info.lock().unwrap_or_else(PoisonError::into_inner).as_ref().is_some_and(|i| i.session_dependent)
     }
 
     fn instantiate(&self) -> Result<Instance, AdapterError> {
         let shared = &self.shared;
-        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
-        let wasi = WasiCtxBuilder::new()
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
         let limits = StoreLimitsBuilder::new()
             .memory_size(shared.config.memory_limit_bytes)
             .instances(16)
@@ -488,80 +447,48 @@ impl Adapter {
             .memories(4)
             .trap_on_grow_failure(true)
             .build();
-        let limiter = Limiter {
-            limits,
-            memory_denied: false,
-        };
-        let state = GuestState {
-            wasi,
-            table: ResourceTable::new(),
-            limiter,
-            name: Arc::clone(&shared.name),
-            stderr,
-        };
+        let limiter = Limiter { limits, memory_denied: false };
+        let state = GuestState { sandbox: wasi::Sandbox::default(), limiter, name: Arc::clone(&shared.name) };
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
         self.arm_deadline(&mut store);
-        let bindings = shared
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| self.classify(&e, &store))?;
+        let bindings = shared.pre.instantiate(&mut store).map_err(|e| self.classify(&e, &mut store))?;
         self.arm_deadline(&mut store);
         bindings
             .mediation_adapter_mapping()
             .call_configure(&mut store, &shared.settings)
-            .map_err(|e| self.classify(&e, &store))?
+            .map_err(|e| self.classify(&e, &mut store))?
             .map_err(|message| AdapterError::Load {
                 name: shared.name.to_string(),
                 source_name: String::from("configure"),
                 message: format!("refused its settings: {message}"),
             })?;
-        Ok(Instance {
-            store,
-            bindings,
-            calls: 0,
-        })
+        Ok(Instance { store, bindings, calls: 0 })
     }
 
     fn arm_deadline(&self, store: &mut Store<GuestState>) {
-        let ticks = self
-            .shared
-            .config
-            .call_timeout_ms
-            .div_ceil(u64::try_from(EPOCH_TICK.as_millis()).unwrap_or(1));
+        let ticks = self.shared.config.call_timeout_ms.div_ceil(u64::try_from(EPOCH_TICK.as_millis()).unwrap_or(1));
         store.set_epoch_deadline(ticks.max(1));
     }
 
-    fn classify(&self, e: &wasmtime::Error, store: &Store<GuestState>) -> AdapterError {
+    fn classify(&self, e: &wasmtime::Error, store: &mut Store<GuestState>) -> AdapterError {
         let name = self.shared.name.to_string();
         let stats = &self.shared.stats;
         let text = root_cause(e);
         let error = match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => {
                 stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                AdapterError::Timeout {
-                    name,
-                    timeout_ms: self.shared.config.call_timeout_ms,
-                }
+                AdapterError::Timeout { name, timeout_ms: self.shared.config.call_timeout_ms }
             }
             _ if store.data().limiter.memory_denied => {
                 stats.out_of_memory.fetch_add(1, Ordering::Relaxed);
-                AdapterError::OutOfMemory {
-                    name,
-                    limit_bytes: self.shared.config.memory_limit_bytes,
-                }
+                AdapterError::OutOfMemory { name, limit_bytes: self.shared.config.memory_limit_bytes }
             }
             _ => {
                 stats.traps.fetch_add(1, Ordering::Relaxed);
-                let panic = String::from_utf8_lossy(&store.data().stderr.contents())
-                    .trim()
-                    .to_string();
-                let message = if panic.is_empty() {
-                    text
-                } else {
-                    format!("{text}; guest stderr: {panic}")
-                };
+                let output = store.data_mut().sandbox.take_output();
+                let message = if output.is_empty() { text } else { format!("{text}; guest output: {output}") };
                 AdapterError::Trap { name, message }
             }
         };
@@ -609,12 +536,16 @@ impl Adapter {
         match result {
             Ok((output, outcome)) => {
                 instance.calls += 1;
+                let printed = instance.store.data_mut().sandbox.take_output();
+                if !printed.is_empty() {
+                    tracing::debug!(adapter = %shared.name, output = %printed, "adapter wrote to stdout or stderr");
+                }
                 self.give_back(instance);
                 Ok((output.data, output.index, outcome))
             }
             Err(e) => {
                 // The instance is dropped: a trapped store must not serve again.
-                let error = self.classify(&e, &instance.store);
+                let error = self.classify(&e, &mut instance.store);
                 self.failed();
                 Err(error)
             }
@@ -632,10 +563,7 @@ impl Adapter {
     fn invalid(&self, message: String) -> AdapterError {
         self.shared.stats.invalid_output.fetch_add(1, Ordering::Relaxed);
         self.failed();
-        let error = AdapterError::InvalidOutput {
-            name: self.shared.name.to_string(),
-            message,
-        };
+        let error = AdapterError::InvalidOutput { name: self.shared.name.to_string(), message };
         tracing::warn!(adapter = %self.shared.name, error = %error, "adapter output refused; the batch fails");
         error
     }

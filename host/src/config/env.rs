@@ -11,11 +11,7 @@ pub(super) fn expand_table(
     problems: &mut Problems,
 ) {
     for (key, value) in table.iter_mut() {
-        let path = if path.is_empty() {
-            key.clone()
-        } else {
-            format!("{path}.{key}")
-        };
+        let path = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
         expand_value(value, &path, env, problems);
     }
 }
@@ -50,9 +46,7 @@ fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Strin
             out.push_str("${");
             rest = after;
         } else if let Some(after) = tail.strip_prefix("${") {
-            let end = after
-                .find('}')
-                .ok_or_else(|| format!("`${{` without a closing `}}` in `{s}`"))?;
+            let end = after.find('}').ok_or_else(|| format!("`${{` without a closing `}}` in `{s}`"))?;
             let name = &after[..end];
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(format!("`${{{name}}}` is not a valid environment variable reference"));
@@ -91,17 +85,8 @@ mod tests {
 
     #[test]
     fn names_what_is_wrong() {
-        assert_eq!(
-            expand("${MISSING}", &env),
-            Err(String::from("environment variable `MISSING` is not set"))
-        );
-        assert_eq!(
-            expand("${USER", &env),
-            Err(String::from("`${` without a closing `}` in `${USER`"))
-        );
-        assert_eq!(
-            expand("${A-B}", &env),
-            Err(String::from("`${A-B}` is not a valid environment variable reference"))
-        );
+        assert_eq!(expand("${MISSING}", &env), Err(String::from("environment variable `MISSING` is not set")));
+        assert_eq!(expand("${USER", &env), Err(String::from("`${` without a closing `}` in `${USER`")));
+        assert_eq!(expand("${A-B}", &env), Err(String::from("`${A-B}` is not a valid environment variable reference")));
     }
 }

@@ -34,11 +34,7 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
+        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
     }
 }
 
@@ -71,10 +67,7 @@ pub struct Problems(Vec<Problem>);
 impl Problems {
     /// Records that `path` is wrong because of `message`.
     pub fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.0.push(Problem { path: path.into(), message: message.into() });
     }
 
     /// Records a problem when `ok` is false.
@@ -88,10 +81,7 @@ impl Problems {
         if self.0.is_empty() {
             Ok(value)
         } else {
-            Err(ConfigError {
-                file: file.map(Path::to_path_buf),
-                problems: self.0,
-            })
+            Err(ConfigError { file: file.map(Path::to_path_buf), problems: self.0 })
         }
     }
 }
@@ -203,11 +193,7 @@ pub struct BusConfig {
 
 impl Default for BusConfig {
     fn default() -> Self {
-        Self {
-            shards: 0,
-            queue_capacity: 4096,
-            publish_timeout_ms: 1_000,
-        }
+        Self { shards: 0, queue_capacity: 4096, publish_timeout_ms: 1_000 }
     }
 }
 
@@ -264,15 +250,9 @@ impl Default for PacketLogConfig {
             sample_rate: 1.0,
             include_headers: false,
             include_payload: false,
-            redact_headers: [
-                "authorization",
-                "proxy-authorization",
-                "cookie",
-                "set-cookie",
-                "x-api-key",
-            ]
-            .map(String::from)
-            .to_vec(),
+            redact_headers: ["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -321,10 +301,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: Some(path.to_path_buf()),
-            problems: vec![Problem {
-                path: String::new(),
-                message: format!("cannot read the file: {e}"),
-            }],
+            problems: vec![Problem { path: String::new(), message: format!("cannot read the file: {e}") }],
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         Self::parse(&text, base, &|name| std::env::var(name).ok()).map_err(|mut e| {
@@ -400,37 +377,17 @@ impl Config {
     }
 
     fn validate_limits(&self, problems: &mut Problems) {
-        problems.check(
-            self.host.max_message_bytes > 0,
-            "host.max_message_bytes",
-            "must be at least 1",
-        );
+        problems.check(self.host.max_message_bytes > 0, "host.max_message_bytes", "must be at least 1");
         problems.check(self.bus.queue_capacity > 0, "bus.queue_capacity", "must be at least 1");
-        problems.check(
-            self.bus.publish_timeout_ms > 0,
-            "bus.publish_timeout_ms",
-            "must be at least 1",
-        );
-        problems.check(
-            self.adapters.call_timeout_ms > 0,
-            "adapters.call_timeout_ms",
-            "must be at least 1",
-        );
+        problems.check(self.bus.publish_timeout_ms > 0, "bus.publish_timeout_ms", "must be at least 1");
+        problems.check(self.adapters.call_timeout_ms > 0, "adapters.call_timeout_ms", "must be at least 1");
         problems.check(
             self.adapters.memory_limit_bytes >= 1024 * 1024,
             "adapters.memory_limit_bytes",
             "must be at least 1048576 (1 MiB): a guest needs room for its stack and one batch",
         );
-        problems.check(
-            self.adapters.recycle_after_calls > 0,
-            "adapters.recycle_after_calls",
-            "must be at least 1",
-        );
-        problems.check(
-            self.adapters.failing_after > 0,
-            "adapters.failing_after",
-            "must be at least 1",
-        );
+        problems.check(self.adapters.recycle_after_calls > 0, "adapters.recycle_after_calls", "must be at least 1");
+        problems.check(self.adapters.failing_after > 0, "adapters.failing_after", "must be at least 1");
         problems.check(
             (0.0..=1.0).contains(&self.packet_log.sample_rate),
             "packet_log.sample_rate",
@@ -442,14 +399,8 @@ impl Config {
     }
 
     fn validate_components(&self, problems: &mut Problems) {
-        let entrypoints = self
-            .entrypoints
-            .iter()
-            .map(|(n, c)| (n, "entrypoints", c as &dyn Component));
-        let endpoints = self
-            .endpoints
-            .iter()
-            .map(|(n, c)| (n, "endpoints", c as &dyn Component));
+        let entrypoints = self.entrypoints.iter().map(|(n, c)| (n, "entrypoints", c as &dyn Component));
+        let endpoints = self.endpoints.iter().map(|(n, c)| (n, "endpoints", c as &dyn Component));
         for (name, table, component) in entrypoints.chain(endpoints) {
             let path = format!("{table}.{name}");
             problems.check(valid_name(name), &path, name_rule(name));
@@ -479,11 +430,7 @@ impl Config {
             }
         };
         claim(self.host.listen.port(), String::from("host.listen"), problems);
-        claim(
-            self.host.admin_listen.port(),
-            String::from("host.admin_listen"),
-            problems,
-        );
+        claim(self.host.admin_listen.port(), String::from("host.admin_listen"), problems);
         for (name, entrypoint) in &self.entrypoints {
             if let Some(port) = entrypoint.port() {
                 claim(port, format!("entrypoints.{name}.port"), problems);
@@ -516,28 +463,18 @@ fn validate_routes(config: &Config, routes: &[RouteConfig], problems: &mut Probl
                         "`{}` and `{}` are both {}s; a route joins an entrypoint and an endpoint",
                         route.source,
                         route.target,
-                        if source == Side::Entrypoint {
-                            "entrypoint"
-                        } else {
-                            "endpoint"
-                        }
+                        if source == Side::Entrypoint { "entrypoint" } else { "endpoint" }
                     ),
                 ),
                 (Some(actual), Some(given)) if actual != given => problems.add(
                     format!("{path}.direction"),
-                    format!(
-                        "`{given}` contradicts the kinds: `{}` to `{}` is {actual}",
-                        route.source, route.target
-                    ),
+                    format!("`{given}` contradicts the kinds: `{}` to `{}` is {actual}", route.source, route.target),
                 ),
                 _ => {}
             }
         }
         if !seen.insert((&route.source, &route.target)) {
-            problems.add(
-                &path,
-                format!("duplicate route from `{}` to `{}`", route.source, route.target),
-            );
+            problems.add(&path, format!("duplicate route from `{}` to `{}`", route.source, route.target));
         }
     }
 }
@@ -611,18 +548,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("/nonexistent"), &|name| {
-            (name == "TOPIC").then(|| String::from("orders"))
-        })
+        Config::parse(text, Path::new("/nonexistent"), &|name| (name == "TOPIC").then(|| String::from("orders")))
     }
 
     fn problems(text: &str) -> Vec<String> {
-        parse(text)
-            .expect_err("config should be refused")
-            .problems
-            .iter()
-            .map(ToString::to_string)
-            .collect()
+        parse(text).expect_err("config should be refused").problems.iter().map(ToString::to_string).collect()
     }
 
     #[test]
@@ -669,10 +599,7 @@ mod tests {
             "routes[1]: `orders` and `orders` are both endpoints",
         ];
         for want in expected {
-            assert!(
-                found.iter().any(|p| p.starts_with(want)),
-                "missing `{want}` in {found:#?}"
-            );
+            assert!(found.iter().any(|p| p.starts_with(want)), "missing `{want}` in {found:#?}");
         }
     }
 
@@ -719,10 +646,7 @@ mod tests {
             found[0].starts_with("endpoints.a.adapter: adapter file /nonexistent/adapters/missing.wasm does not exist"),
             "{found:?}"
         );
-        assert!(
-            found[1].starts_with("endpoints.b.adapter: no builtin adapter `nope`"),
-            "{found:?}"
-        );
+        assert!(found[1].starts_with("endpoints.b.adapter: no builtin adapter `nope`"), "{found:?}");
     }
 
     #[test]

@@ -50,9 +50,7 @@ pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
-    let authority_end = url[scheme_end..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| scheme_end + i);
+    let authority_end = url[scheme_end..].find(['/', '?', '#']).map_or(url.len(), |i| scheme_end + i);
     let authority = &url[scheme_end..authority_end];
     let Some(at) = authority.rfind('@') else {
         return url.to_owned();
@@ -81,10 +79,7 @@ mod tests {
 
     #[test]
     fn redacts_url_passwords() {
-        assert_eq!(
-            redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"),
-            "amqp://guest:[redacted]@127.0.0.1:5672/%2f"
-        );
+        assert_eq!(redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:[redacted]@127.0.0.1:5672/%2f");
         assert_eq!(redact_url("mqtt://user@host:1883"), "mqtt://user:[redacted]@host:1883");
         assert_eq!(redact_url("kafka://host:9092/a@b"), "kafka://host:9092/a@b");
         assert_eq!(redact_url("host:9092"), "host:9092");

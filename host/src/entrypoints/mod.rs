@@ -82,10 +82,7 @@ pub fn validate_paths(entrypoints: &BTreeMap<String, EntrypointConfig>, problems
     let mut seen: BTreeMap<(Option<u16>, &str), &str> = BTreeMap::new();
     for (name, e) in entrypoints {
         if let Some(other) = seen.insert((e.port(), e.path()), name) {
-            problems.add(
-                format!("entrypoints.{name}.path"),
-                format!("`{}` is already served by `{other}`", e.path()),
-            );
+            problems.add(format!("entrypoints.{name}.path"), format!("`{}` is already served by `{other}`", e.path()));
         }
     }
 }
@@ -109,10 +106,7 @@ pub async fn start(
             EntrypointConfig::HttpPost(c) => http_post::handler(ctx, c)?,
         };
         adapters.push(adapter);
-        by_listener
-            .entry(entrypoint.port())
-            .or_default()
-            .insert(entrypoint.path().to_owned(), handler);
+        by_listener.entry(entrypoint.port()).or_default().insert(entrypoint.path().to_owned(), handler);
     }
     let mut shared_addr = None;
     for (port, routes) in by_listener {
@@ -132,13 +126,7 @@ pub async fn start(
         }
         tracing::info!(%bound, paths = ?routes.keys().collect::<Vec<_>>(), "entrypoint listener bound");
         let shutdown = context("").shutdown.accept;
-        server::spawn(
-            listener,
-            by_path(routes),
-            server::Limits::default(),
-            shutdown,
-            listeners,
-        );
+        server::spawn(listener, by_path(routes), server::Limits::default(), shutdown, listeners);
     }
     Ok(shared_addr)
 }

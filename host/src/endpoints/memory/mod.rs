@@ -50,11 +50,7 @@ const fn default_max_batch() -> usize {
 
 impl MemoryConfig {
     pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
-        problems.check(
-            self.queue_capacity > 0,
-            format!("{path}.queue_capacity"),
-            "must be at least 1",
-        );
+        problems.check(self.queue_capacity > 0, format!("{path}.queue_capacity"), "must be at least 1");
         problems.check(self.max_batch > 0, format!("{path}.max_batch"), "must be at least 1");
     }
 }
@@ -83,20 +79,15 @@ pub fn spawn(
     let adapter = config
         .adapter
         .as_ref()
-        .map(|source| {
-            ctx.adapters
-                .load(&ctx.name, source, adapter::Role::Endpoint, &config.adapter_settings)
-        })
+        .map(|source| ctx.adapters.load(&ctx.name, source, adapter::Role::Endpoint, &config.adapter_settings))
         .transpose()?;
+    if let Some(adapter) = &adapter {
+        ctx.readiness.watch_adapter(adapter.clone());
+    }
     let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     ctx.name.hash(&mut hasher);
-    let topic = MemoryTopic {
-        ordering_key: hasher.finish(),
-        ctx,
-        adapter,
-        max_batch: config.max_batch,
-    };
+    let topic = MemoryTopic { ordering_key: hasher.finish(), ctx, adapter, max_batch: config.max_batch };
     Ok((tx, tokio::spawn(topic.run(rx))))
 }
 
@@ -133,32 +124,30 @@ impl MemoryTopic {
             let events: Vec<Event> = batch.drain(..run).map(|d| d.event).collect();
             let events = match &self.adapter {
                 None => events,
-                Some(adapter) => match adapter.map(
-                    adapter::Direction::Upstream,
-                    &adapter::route_context(route.index),
-                    events,
-                ) {
-                    Ok(mapped) => {
-                        for (event, error) in mapped.refused {
-                            let error = DeliveryError::Adapter {
-                                adapter: adapter.name().to_owned(),
-                                message: error.message,
-                            };
-                            self.ctx.recorder.finish(event, &route, Err(error), log);
+                Some(adapter) => {
+                    match adapter.map(adapter::Direction::Upstream, &adapter::route_context(route.index), events) {
+                        Ok(mapped) => {
+                            for (event, error) in mapped.refused {
+                                let error = DeliveryError::Adapter {
+                                    adapter: adapter.name().to_owned(),
+                                    message: error.message,
+                                };
+                                self.ctx.recorder.finish(event, &route, Err(error), log);
+                            }
+                            mapped.outputs
                         }
-                        mapped.outputs
-                    }
-                    Err((events, error)) => {
-                        for event in events {
-                            let error = DeliveryError::Adapter {
-                                adapter: adapter.name().to_owned(),
-                                message: error.to_string(),
-                            };
-                            self.ctx.recorder.finish(event, &route, Err(error), log);
+                        Err((events, error)) => {
+                            for event in events {
+                                let error = DeliveryError::Adapter {
+                                    adapter: adapter.name().to_owned(),
+                                    message: error.to_string(),
+                                };
+                                self.ctx.recorder.finish(event, &route, Err(error), log);
+                            }
+                            continue;
                         }
-                        continue;
                     }
-                },
+                }
             };
             let subscribed = !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty();
             for mut event in events {

@@ -60,11 +60,7 @@ const fn default_ack_timeout_ms() -> u64 {
 
 impl HttpPostConfig {
     pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
-        problems.check(
-            self.ack_timeout_ms > 0,
-            format!("{path}.ack_timeout_ms"),
-            "must be at least 1",
-        );
+        problems.check(self.ack_timeout_ms > 0, format!("{path}.ack_timeout_ms"), "must be at least 1");
     }
 }
 
@@ -85,12 +81,7 @@ struct Ingest {
 /// # Errors
 /// When the adapter cannot be loaded.
 pub fn handler(ctx: ComponentContext, config: &HttpPostConfig) -> Result<(Handler, Adapter), StartError> {
-    let adapter = ctx.adapters.load(
-        &ctx.name,
-        &config.adapter,
-        adapter::Role::Entrypoint,
-        &config.adapter_settings,
-    )?;
+    let adapter = ctx.adapters.load(&ctx.name, &config.adapter, adapter::Role::Entrypoint, &config.adapter_settings)?;
     let ingest = Arc::new(Ingest {
         ctx,
         adapter: adapter.clone(),
@@ -126,10 +117,8 @@ impl Ingest {
             let message = format!("the body is larger than the {limit}-byte limit; nothing was accepted");
             Rejection::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
         };
-        let declared = request
-            .headers()
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let declared =
+            request.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limit as u64) {
             return Err(too_large());
         }
@@ -147,10 +136,7 @@ impl Ingest {
         let mut frame = frame;
         frame.payload = payload;
 
-        let ctx = CallContext {
-            route: 0,
-            session: Some(session),
-        };
+        let ctx = CallContext { route: 0, session: Some(session) };
         let mapped = self
             .adapter
             .map(adapter::Direction::Upstream, &ctx, vec![frame])
@@ -174,11 +160,8 @@ impl Ingest {
         frame.destination.clone_from(&self.destination);
         frame.content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(Text::from);
         if let Some(key) = headers.get("idempotency-key") {
-            let key = key
-                .to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
-                .ok_or_else(|| {
+            let key =
+                key.to_str().ok().filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY).ok_or_else(|| {
                     let message =
                         format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters");
                     Rejection::new(StatusCode::BAD_REQUEST, "bad_idempotency_key", message)
@@ -237,20 +220,14 @@ struct Rejection {
 
 impl Rejection {
     fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            error,
-            message: message.into(),
-        }
+        Self { status, error, message: message.into() }
     }
 
     fn into_response(self) -> Response<Body> {
         let mut response = json_error(self.status, self.error, &self.message);
         if self.error == "busy" {
             // Busy is the one failure that a retry after a pause is expected to fix.
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -271,22 +248,12 @@ impl From<&DeliveryError> for Rejection {
 
 /// The session the adapter sees: Envoy's forwarded headers, the path and the query.
 fn session(parts: &hyper::http::request::Parts, peer: SocketAddr) -> Session {
-    let headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect();
-    let client_id = headers
-        .iter()
-        .find(|(k, _)| k == "x-client-id")
-        .map_or_else(|| peer.to_string(), |(_, v)| v.clone());
+    let headers: Vec<(String, String)> =
+        parts.headers.iter().filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned()))).collect();
+    let client_id =
+        headers.iter().find(|(k, _)| k == "x-client-id").map_or_else(|| peer.to_string(), |(_, v)| v.clone());
     let query = parts.uri.query().map(parse_query).unwrap_or_default();
-    Session {
-        client_id,
-        path: parts.uri.path().to_owned(),
-        query,
-        headers,
-    }
+    Session { client_id, path: parts.uri.path().to_owned(), query, headers }
 }
 
 /// `a=1&b=x%20y` into pairs, percent-decoded.
@@ -309,9 +276,7 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);

@@ -1,0 +1,84 @@
+//! The `mediation-host` binary as an operator runs it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mediation-host");
+
+#[test]
+fn check_accepts_the_quickstart_config() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = Command::new(BIN).args(["check", "--config", "config.toml"]).current_dir(root).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "config.toml: ok (1 entrypoints, 1 endpoints, 1 routes)\n");
+}
+
+#[test]
+fn check_lists_every_problem_with_its_path() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+        [bus]
+        queue_capacity = 0
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "ingest"
+        [endpoints.ingest]
+        type = "memory"
+        [endpoints.queue]
+        type = "memory"
+        adapter_settings = { password = "${MEDIATION_TEST_UNSET_VARIABLE}" }
+        [[routes]]
+        source = "ingest"
+        target = "queue"
+        direction = "downstream"
+        "#,
+    )
+    .expect("write");
+    let out = Command::new(BIN).arg("check").arg("--config").arg(&path).output().expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "has 5 problem(s)",
+        "bus.queue_capacity: must be at least 1",
+        "entrypoints.ingest.path: `ingest` must start with `/`",
+        "endpoints.ingest: duplicate name: `ingest` is also an entrypoint",
+        "endpoints.queue.adapter_settings.password: environment variable `MEDIATION_TEST_UNSET_VARIABLE` is not set",
+        "routes[0].direction: `downstream` contradicts the kinds: `ingest` to `queue` is upstream",
+    ] {
+        assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
+    }
+}
+
+/// SIGTERM stops the host in order and it exits 0.
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("config.toml");
+    let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml")).expect("quickstart");
+    let config = config.replace("127.0.0.1:8080", "127.0.0.1:0").replace("127.0.0.1:9090", "127.0.0.1:0");
+    std::fs::write(&path, format!("{config}\n")).expect("write");
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env("MEDIATION_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let started = lines.by_ref().map_while(Result::ok).any(|l| l.contains("mediation host started"));
+    assert!(started, "the host logs that it started");
+    let pid = i32::try_from(child.id()).expect("pid");
+    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let exit = child.wait().expect("exits");
+    assert!(exit.success(), "exit status {exit}; log: {rest:#?}");
+    let position = |needle: &str| rest.iter().position(|l| l.contains(needle));
+    let (stopping, stopped) = (position("shutting down"), position("mediation host stopped"));
+    assert!(stopping.is_some() && stopped > stopping, "shutdown is logged in order: {rest:#?}");
+}
