@@ -52,14 +52,12 @@ fn check_lists_every_problem_with_its_path() {
     }
 }
 
-/// SIGTERM stops the host in order and it exits 0.
-#[test]
-fn sigterm_shuts_down_cleanly() {
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("config.toml");
+/// Starts the binary on the quickstart config with free ports.
+fn start(dir: &std::path::Path) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStderr>>) {
+    let path = dir.join("config.toml");
     let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml")).expect("quickstart");
     let config = config.replace("127.0.0.1:8080", "127.0.0.1:0").replace("127.0.0.1:9090", "127.0.0.1:0");
-    std::fs::write(&path, format!("{config}\n")).expect("write");
+    std::fs::write(&path, config).expect("write");
     let mut child = Command::new(BIN)
         .arg("run")
         .arg("--config")
@@ -72,13 +70,47 @@ fn sigterm_shuts_down_cleanly() {
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let started = lines.by_ref().map_while(Result::ok).any(|l| l.contains("mediation host started"));
     assert!(started, "the host logs that it started");
-    let pid = i32::try_from(child.id()).expect("pid");
-    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    (child, lines)
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().expect("kill");
     assert!(status.success());
+}
+
+/// SIGTERM stops the host in order and it exits 0.
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (mut child, lines) = start(dir.path());
+    signal(&child, "TERM");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let exit = child.wait().expect("exits");
     assert!(exit.success(), "exit status {exit}; log: {rest:#?}");
     let position = |needle: &str| rest.iter().position(|l| l.contains(needle));
     let (stopping, stopped) = (position("shutting down"), position("mediation host stopped"));
     assert!(stopping.is_some() && stopped > stopping, "shutdown is logged in order: {rest:#?}");
+}
+
+/// SIGHUP reloads the routes; an invalid file is refused with its problems and the
+/// running routes stay.
+#[test]
+fn sighup_reloads_routes_and_refuses_a_broken_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (mut child, mut lines) = start(dir.path());
+    let path = dir.path().join("config.toml");
+    let good = std::fs::read_to_string(&path).expect("read");
+
+    std::fs::write(&path, good.replace("target = \"chat\"", "target = \"nowhere\"")).expect("write");
+    signal(&child, "HUP");
+    let refused = lines.by_ref().map_while(Result::ok).find(|l| l.contains("reload refused")).expect("logged");
+    assert!(refused.contains("routes[0].target: no entrypoint or endpoint is named `nowhere`"), "{refused}");
+
+    std::fs::write(&path, &good).expect("write");
+    signal(&child, "HUP");
+    let reloaded = lines.by_ref().map_while(Result::ok).find(|l| l.contains("routes reloaded")).expect("logged");
+    assert!(reloaded.contains("routes=1"), "{reloaded}");
+
+    signal(&child, "TERM");
+    assert!(child.wait().expect("exits").success());
 }

@@ -222,3 +222,134 @@ impl Pipeline {
         self.recorder.finish(delivery.event, &delivery.route, Err(error), log);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::Bus;
+    use crate::config::{BusConfig, PacketLogConfig, RouteConfig, Side};
+    use crate::event::Ack;
+    use crate::packet_log::Sink;
+    use bytes::Bytes;
+    use std::sync::Mutex;
+
+    struct Rig {
+        bus: Bus,
+        packets: Arc<Mutex<Vec<u8>>>,
+        recorder: Arc<Recorder>,
+        stop: CancellationToken,
+        workers: Vec<tokio::task::JoinHandle<()>>,
+    }
+
+    /// `ws` and `sse` are entrypoints, `a` and `b` endpoints; `ws` fans out to both.
+    fn rig(capacity: usize, publish_timeout_ms: u64) -> (Rig, TargetReceiver, TargetReceiver) {
+        let mut components = Components::default();
+        for (name, side) in
+            [("ws", Side::Entrypoint), ("sse", Side::Entrypoint), ("a", Side::Endpoint), ("b", Side::Endpoint)]
+        {
+            components.add(name, side);
+        }
+        let components = Arc::new(components);
+        let routes = ["a", "b"].map(|t| RouteConfig { source: "ws".into(), target: t.into(), direction: None });
+        let table = RouteTable::build(&components, &routes, None).expect("valid routes");
+        let packets = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(PacketLog::new(&PacketLogConfig::default(), Sink::Memory(Arc::clone(&packets))));
+        let recorder = Arc::new(Recorder::new(Arc::clone(&components), log));
+        let (a_tx, a_rx) = mpsc::channel(capacity);
+        let (b_tx, b_rx) = mpsc::channel(capacity);
+        let pipeline = Pipeline::new(
+            Arc::new(Routes::new(table)),
+            vec![None, None, Some(a_tx), Some(b_tx)],
+            Arc::clone(&recorder),
+            Duration::from_millis(publish_timeout_ms),
+        );
+        let (bus, shards) = Bus::new(&BusConfig { shards: 2, queue_capacity: 64, publish_timeout_ms: 1000 });
+        let stop = CancellationToken::new();
+        let workers = shards.into_iter().map(|s| tokio::spawn(pipeline.clone().run_shard(s, stop.clone()))).collect();
+        (Rig { bus, packets, recorder, stop, workers }, a_rx, b_rx)
+    }
+
+    fn event(source: u32, key: u64, n: u32) -> Event {
+        let mut e = Event::new(ComponentId(source), Bytes::from(n.to_be_bytes().to_vec()));
+        e.ordering_key = key;
+        e
+    }
+
+    fn number(e: &Event) -> u32 {
+        u32::from_be_bytes(e.payload[..4].try_into().expect("four bytes"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fans_out_in_order_per_key_and_ends_lifecycle_events_quietly() {
+        let (rig, mut a, mut b) = rig(1024, 1000);
+        for n in 0..100 {
+            for key in [7, 8] {
+                rig.bus.publish(event(0, key, n)).await.expect("room");
+            }
+            if n % 10 == 0 {
+                let mut connect = event(0, 7, 0);
+                connect.kind = EventKind::Connect;
+                rig.bus.publish(connect).await.expect("room");
+            }
+        }
+        for target in [&mut a, &mut b] {
+            let mut per_key: std::collections::HashMap<u64, Vec<u32>> = std::collections::HashMap::new();
+            for _ in 0..200 {
+                let d = target.recv().await.expect("delivered");
+                assert_eq!(d.event.kind, EventKind::Data, "lifecycle events are never routed");
+                per_key.entry(d.event.ordering_key).or_default().push(number(&d.event));
+            }
+            for key in [7, 8] {
+                assert_eq!(per_key[&key], (0..100).collect::<Vec<_>>(), "key {key} kept its order");
+            }
+        }
+        rig.stop.cancel();
+        for w in rig.workers {
+            w.await.expect("worker ends once stopped");
+        }
+        let stats = rig.recorder.stats(ComponentId(0)).expect("ws stats");
+        assert_eq!(stats.connects.load(Ordering::Relaxed), 10);
+        assert!(rig.packets.lock().expect("lock").is_empty(), "deliveries are logged by targets, lifecycle not at all");
+        assert!(a.try_recv().is_err() && b.try_recv().is_err(), "nothing else was delivered");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unrouted_event_is_logged_and_its_sender_told() {
+        let (rig, _a, _b) = rig(16, 1000);
+        let mut e = event(1, 1, 1);
+        let (ack, confirmed) = Ack::new();
+        e.ack = Some(ack);
+        rig.bus.publish(e).await.expect("room");
+        assert_eq!(confirmed.await.expect("settled"), Err(DeliveryError::NoRoute(String::from("sse"))));
+        rig.stop.cancel();
+        for w in rig.workers {
+            w.await.expect("worker ends");
+        }
+        let line: serde_json::Value =
+            serde_json::from_slice(&rig.packets.lock().expect("lock")).expect("one JSON line");
+        assert_eq!((line["source"].as_str(), line["outcome"].as_str()), (Some("sse"), Some("no_route")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_target_fails_the_delivery_as_busy_after_the_publish_timeout() {
+        let (rig, _a, mut b) = rig(1, 20);
+        let mut waiting = Vec::new();
+        for n in 0..3 {
+            let mut e = event(0, 1, n);
+            let (ack, confirmed) = Ack::new();
+            e.ack = Some(ack);
+            rig.bus.publish(e).await.expect("room");
+            waiting.push(confirmed);
+        }
+        // `b` is drained and confirms; `a` is never read, so only its first delivery fits.
+        for _ in 0..3 {
+            let mut d = b.recv().await.expect("delivered to b");
+            d.event.settle(Ok(()));
+        }
+        let second = waiting.remove(1).await.expect("settled");
+        assert_eq!(second, Err(DeliveryError::Busy(String::from("a"))));
+        let third = waiting.remove(1).await.expect("settled");
+        assert_eq!(third, Err(DeliveryError::Busy(String::from("a"))));
+        rig.stop.cancel();
+    }
+}

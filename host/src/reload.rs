@@ -46,6 +46,6 @@ fn modified(path: &std::path::Path) -> Option<SystemTime> {
 pub fn reload(host: &Host, path: &std::path::Path, cause: &str) {
     match Config::load(path).and_then(|config| host.reload_routes(&config)) {
         Ok(routes) => tracing::info!(cause, routes, "routes reloaded"),
-        Err(e) => tracing::warn!(cause, error = %e, "reload refused; the running routes stay"),
+        Err(e) => tracing::warn!(cause, error = %e.inline(), "reload refused; the running routes stay"),
     }
 }

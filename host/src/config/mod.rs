@@ -60,6 +60,18 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl ConfigError {
+    /// Every problem on one line, for a log field.
+    #[must_use]
+    pub fn inline(&self) -> String {
+        let problems: Vec<String> = self.problems.iter().map(ToString::to_string).collect();
+        match &self.file {
+            Some(file) => format!("{}: {}", file.display(), problems.join("; ")),
+            None => problems.join("; "),
+        }
+    }
+}
+
 /// Collects problems while a configuration is checked.
 #[derive(Debug, Default)]
 pub struct Problems(Vec<Problem>);
