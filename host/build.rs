@@ -21,11 +21,15 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("the host crate sits inside the workspace");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
     for watched in ["guests", "wit", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
-    let target_dir = out_dir.join("wasm-target");
+    // Under the outer build's target directory when one is set, so that a fresh clone
+    // (whose OUT_DIR is new) reuses the guests' compiled dependencies.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| out_dir.join("wasm-target"), |dir| PathBuf::from(dir).join("wasm-guests"));
     let guests = BUILTINS.iter().copied().chain(EXTRAS.iter().map(|(name, _)| *name));
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cargo

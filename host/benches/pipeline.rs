@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The payload of every event: 100 bytes of JSON-ish text.
 const PAYLOAD: &[u8; 100] =
-    br#"{"order":"0123456789","customer":"c-0042","amount":12.50,"currency":"EUR","note":"bench-payload-x"}"#;
+    br#"{"order":"0123456789","customer":"c-0042","amount":12.50,"currency":"EUR","note":"bench-payload-xy"}"#;
 /// Distinct ordering keys, as if this many client connections published at once.
 const ORDERING_KEYS: u64 = 64;
 /// Events published per round before waiting for all of them to be delivered.
@@ -269,6 +269,16 @@ async fn confirm_deliveries(
     }
 }
 
+/// What making an event costs, as part of the pipeline number: the id (a UUIDv7,
+/// whose random bits `uuid` reads from the OS on every call) and the event itself.
+fn event_benches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("event");
+    group.sample_size(30).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    group.bench_function("uuid-now-v7", |b| b.iter(uuid::Uuid::now_v7));
+    group.bench_function("create-and-drop", |b| b.iter(|| event(ComponentId(0), black_box(7))));
+    group.finish();
+}
+
 fn pipeline_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline");
     group.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
@@ -287,6 +297,9 @@ fn pipeline_benches(c: &mut Criterion) {
 /// and returns the time `events` events take. Inputs are made before the clock
 /// starts and outputs are dropped after it stops, so only the mapping is timed.
 fn time_batches(events: u64, batch: usize, map: &mut impl FnMut(Vec<Event>) -> Vec<Event>) -> Duration {
+    if events == 0 {
+        return Duration::ZERO;
+    }
     let batches = usize::try_from(events).unwrap_or(usize::MAX).div_ceil(batch);
     let per_chunk = (CHUNK_EVENTS / batch).max(1);
     let mut elapsed = Duration::ZERO;
@@ -522,6 +535,7 @@ fn report_allocations(kafka: &Adapter, passthrough: &Adapter) {
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
+    event_benches(&mut c);
     pipeline_benches(&mut c);
     let (kafka, passthrough) = adapters();
     adapter_benches(&mut c, &kafka, &passthrough);

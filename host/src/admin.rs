@@ -40,11 +40,6 @@ impl Readiness {
         self.stopping.store(true, Ordering::Release);
     }
 
-    /// Watches these adapters' failure streaks.
-    pub fn watch_adapters(&self, adapters: Vec<Adapter>) {
-        self.adapters.lock().unwrap_or_else(PoisonError::into_inner).extend(adapters);
-    }
-
     /// Watches one more adapter.
     pub fn watch_adapter(&self, adapter: Adapter) {
         self.adapters.lock().unwrap_or_else(PoisonError::into_inner).push(adapter);

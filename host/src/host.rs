@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::adapter::{Adapter, AdapterError, AdapterRuntime};
+use crate::adapter::{AdapterError, AdapterRuntime};
 use crate::admin::{self, Readiness};
 use crate::bus::Bus;
 use crate::config::{self, Config, ConfigError, HostConfig};
@@ -125,7 +125,6 @@ impl Host {
 
         let mut targets_by_id: Vec<Option<TargetSender>> = vec![None; components.len()];
         let mut targets = JoinSet::new();
-        let mut loaded: Vec<Adapter> = Vec::new();
         for (name, endpoint) in &config.endpoints {
             let ctx = context(name);
             let id = ctx.id;
@@ -142,8 +141,7 @@ impl Host {
         }
         let mut listeners = JoinSet::new();
         let listen_addr =
-            entrypoints::start(&config, &context, &mut targets_by_id, &mut loaded, &mut listeners).await?;
-        readiness.watch_adapters(loaded);
+            entrypoints::start(&config, &context, &mut targets_by_id, &mut targets, &mut listeners).await?;
 
         let pipeline = Pipeline::new(
             Arc::clone(&routes),

@@ -137,3 +137,20 @@ pub fn spawn(
         while connections.join_next().await.is_some() {}
     });
 }
+
+/// A response body fed by a channel: a connection's writer task sends frames, hyper
+/// writes them as they come. Dropping the sender ends the body.
+#[derive(Debug)]
+pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|frame| frame.map(|bytes| Ok(hyper::body::Frame::data(bytes))))
+    }
+}

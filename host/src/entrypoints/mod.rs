@@ -2,77 +2,184 @@
 //! `path`; one with a `port` of its own gets a dedicated listener.
 //!
 //! Each entrypoint type lives in its own folder and is selected by one variant of
-//! [`EntrypointConfig`].
+//! [`Kind`]. Entrypoints that serve events to clients (SSE, WebSocket, HTTP GET) are
+//! also targets: their [`hub::Hub`] takes deliveries from the pipeline.
 
+pub mod http_get;
 pub mod http_post;
+pub mod hub;
+pub mod sse;
+pub mod websocket;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper::StatusCode;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
+use serde::de::Error as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::adapter::{Adapter, AdapterSource};
+use crate::adapter::{self, Adapter, AdapterSource};
 use crate::config::{Component, Config, Problems};
 use crate::host::{ComponentContext, StartError};
 use crate::pipeline::TargetSender;
-use crate::server::{self, Handler, json_error};
+use crate::server::{self, Body, Handler, json_error};
 
-/// `[entrypoints.<name>]`, selected by `type`.
+/// Settings every entrypoint has, whatever its type.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Common {
+    /// The request path, on the shared listener unless `port` is set.
+    pub path: String,
+    /// A dedicated port instead of the shared listener.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The entrypoint adapter; the type's builtin when unset.
+    #[serde(default)]
+    pub adapter: Option<AdapterSource>,
+    /// Settings passed to the adapter's `configure`.
+    #[serde(default)]
+    pub adapter_settings: BTreeMap<String, String>,
+    /// Browser origins allowed besides the page's own (`*` for any): WebSocket
+    /// handshakes are checked against it, and CORS answers follow it.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Open client connections (WebSocket, SSE) or concurrent requests at most;
+    /// beyond it clients get 503.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A WebSocket connection with no frame from the client (pongs included) for
+    /// this long is closed.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// The replay ring of entrypoints that serve events.
+    #[serde(default)]
+    pub ring: Option<hub::RingConfig>,
+}
+
+const fn default_max_connections() -> usize {
+    10_000
+}
+
+const fn default_idle_timeout_ms() -> u64 {
+    120_000
+}
+
+/// The keys of [`Common`]; the rest of an entrypoint's table belongs to its type.
+const COMMON_KEYS: [&str; 8] =
+    ["path", "port", "adapter", "adapter_settings", "allowed_origins", "max_connections", "idle_timeout_ms", "ring"];
+
+/// The type-specific part, selected by `type`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum EntrypointConfig {
+pub enum Kind {
     /// HTTP POST ingest: one request body becomes one event (or one per NDJSON line).
     HttpPost(http_post::HttpPostConfig),
+    /// Server-Sent Events: a stream of events, resumable with `Last-Event-ID`.
+    Sse(sse::SseConfig),
+    /// WebSocket, both directions on one connection.
+    Websocket(websocket::WebSocketConfig),
+    /// HTTP GET polling with a cursor and long-polling.
+    HttpGet(http_get::HttpGetConfig),
+}
+
+/// `[entrypoints.<name>]`.
+#[derive(Debug, Clone)]
+pub struct EntrypointConfig {
+    /// What every entrypoint has.
+    pub common: Common,
+    /// What its type adds.
+    pub kind: Kind,
+}
+
+impl<'de> Deserialize<'de> for EntrypointConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut table = toml::Table::deserialize(deserializer)?;
+        let mut common = toml::Table::new();
+        for key in COMMON_KEYS {
+            if let Some(value) = table.remove(key) {
+                common.insert(key.to_owned(), value);
+            }
+        }
+        let common: Common = common.try_into().map_err(|e: toml::de::Error| D::Error::custom(e.message()))?;
+        let kind: Kind = table.try_into().map_err(|e: toml::de::Error| {
+            D::Error::custom(format!("{} (every entrypoint also takes {})", e.message(), COMMON_KEYS.join(", ")))
+        })?;
+        Ok(Self { common, kind })
+    }
 }
 
 impl EntrypointConfig {
     /// The adapter reference, for path resolution.
     pub fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
-        match self {
-            Self::HttpPost(c) => Some(&mut c.adapter),
+        self.common.adapter.as_mut()
+    }
+
+    /// The adapter: configured, else the type's builtin.
+    #[must_use]
+    pub fn adapter_source(&self) -> AdapterSource {
+        self.common.adapter.clone().unwrap_or_else(|| AdapterSource::Builtin(self.builtin().to_owned()))
+    }
+
+    fn builtin(&self) -> &'static str {
+        match self.kind {
+            Kind::HttpPost(_) => "http-post",
+            Kind::Sse(_) => "sse",
+            Kind::Websocket(_) => "websocket",
+            Kind::HttpGet(_) => "http-get",
         }
     }
 
-    /// The request path the entrypoint serves.
+    /// True for the types that serve events to clients and so hold a ring.
     #[must_use]
-    pub fn path(&self) -> &str {
-        match self {
-            Self::HttpPost(c) => &c.path,
-        }
+    pub fn serves_events(&self) -> bool {
+        !matches!(self.kind, Kind::HttpPost(_))
     }
 }
 
 impl Component for EntrypointConfig {
     fn type_name(&self) -> &'static str {
-        match self {
-            Self::HttpPost(_) => "http_post",
+        match self.kind {
+            Kind::HttpPost(_) => "http_post",
+            Kind::Sse(_) => "sse",
+            Kind::Websocket(_) => "websocket",
+            Kind::HttpGet(_) => "http_get",
         }
     }
 
     fn adapter(&self) -> Option<&AdapterSource> {
-        match self {
-            Self::HttpPost(c) => Some(&c.adapter),
-        }
+        self.common.adapter.as_ref()
     }
 
     fn port(&self) -> Option<u16> {
-        match self {
-            Self::HttpPost(c) => c.port,
-        }
+        self.common.port
     }
 
     fn validate(&self, path: &str, problems: &mut Problems) {
-        let route_path = self.path();
+        let c = &self.common;
         problems.check(
-            route_path.starts_with('/') && !route_path.contains(['?', '#']),
+            c.path.starts_with('/') && !c.path.contains(['?', '#']),
             format!("{path}.path"),
-            format!("`{route_path}` must start with `/` and hold no query or fragment"),
+            format!("`{}` must start with `/` and hold no query or fragment", c.path),
         );
-        match self {
-            Self::HttpPost(c) => c.validate(path, problems),
+        problems.check(c.max_connections > 0, format!("{path}.max_connections"), "must be at least 1");
+        problems.check(c.idle_timeout_ms > 0, format!("{path}.idle_timeout_ms"), "must be at least 1");
+        match (&c.ring, self.serves_events()) {
+            (Some(ring), true) => ring.validate(path, problems),
+            (Some(_), false) => problems.add(
+                format!("{path}.ring"),
+                "only entrypoints that serve events (sse, websocket, http_get) have a ring",
+            ),
+            (None, _) => {}
+        }
+        match &self.kind {
+            Kind::HttpPost(k) => k.validate(path, problems),
+            Kind::Sse(k) => k.validate(path, problems),
+            Kind::Websocket(k) => k.validate(path, problems),
+            Kind::HttpGet(k) => k.validate(path, problems),
         }
     }
 }
@@ -81,46 +188,216 @@ impl Component for EntrypointConfig {
 pub fn validate_paths(entrypoints: &BTreeMap<String, EntrypointConfig>, problems: &mut Problems) {
     let mut seen: BTreeMap<(Option<u16>, &str), &str> = BTreeMap::new();
     for (name, e) in entrypoints {
-        if let Some(other) = seen.insert((e.port(), e.path()), name) {
-            problems.add(format!("entrypoints.{name}.path"), format!("`{}` is already served by `{other}`", e.path()));
+        if let Some(other) = seen.insert((e.common.port, &e.common.path), name) {
+            problems
+                .add(format!("entrypoints.{name}.path"), format!("`{}` is already served by `{other}`", e.common.path));
         }
     }
 }
 
-/// Starts every entrypoint and its listener. Returns the shared listener's address,
-/// when any entrypoint uses it.
+/// What a transport gets: its wiring, settings, adapter, ring and limits.
+#[derive(Debug, Clone)]
+pub struct Entrypoint {
+    /// The component's wiring.
+    pub ctx: ComponentContext,
+    /// Its common settings.
+    pub common: Common,
+    /// Its adapter (decode for what clients send, encode for what they receive).
+    pub adapter: Adapter,
+    /// Its ring, for the types that serve events.
+    pub hub: Option<Arc<hub::Hub>>,
+    /// Connection slots, `max_connections` of them.
+    pub slots: Arc<Semaphore>,
+    /// The CORS and origin policy.
+    pub origins: Arc<Origins>,
+}
+
+impl Entrypoint {
+    /// Takes a connection slot, or answers 503 when all are taken.
+    ///
+    /// # Errors
+    /// The 503 response to send.
+    pub fn slot(&self) -> Result<OwnedSemaphorePermit, Box<Response<Body>>> {
+        Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
+            let message =
+                format!("{} connections are open, the most this entrypoint takes", self.common.max_connections);
+            let mut response = json_error(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", &message);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Box::new(response)
+        })
+    }
+
+    /// Counts a client's connect or disconnect and publishes it as a lifecycle event.
+    pub async fn lifecycle(&self, kind: crate::event::EventKind, client_id: &str) {
+        let ctx = &self.ctx;
+        if let Some(stats) = ctx.recorder.stats(ctx.id) {
+            let delta = if kind == crate::event::EventKind::Connect { 1 } else { -1 };
+            stats.connections.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut event = crate::event::Event::new(ctx.id, bytes::Bytes::new());
+        event.kind = kind;
+        event.ordering_key = ordering_key(client_id);
+        event.client_id = Some(crate::event::Text::from(client_id));
+        // A lifecycle event the bus cannot take is only a missed count: nothing waits on it.
+        let _ = ctx.bus.publish(event).await;
+    }
+
+    /// The hub; only entrypoints that serve events have one.
+    ///
+    /// # Panics
+    /// When called on an entrypoint without a ring, which is a wiring bug.
+    #[must_use]
+    pub fn hub(&self) -> &Arc<hub::Hub> {
+        self.hub.as_ref().expect("entrypoints that serve events are built with a hub")
+    }
+}
+
+/// The origin policy of one entrypoint: requests without `Origin` (not from a
+/// browser) pass; a browser's request passes when it comes from the page's own origin
+/// (its host equals the `Host` header) or from one of `allowed_origins`.
+#[derive(Debug, Default)]
+pub struct Origins {
+    /// Allowed origins, exactly as browsers send them (`https://app.example.com`), or `*`.
+    allowed: Vec<String>,
+}
+
+impl Origins {
+    /// The policy for `allowed`.
+    #[must_use]
+    pub fn new(allowed: &[String]) -> Self {
+        Self { allowed: allowed.to_vec() }
+    }
+
+    /// `Ok(None)` for a request without `Origin`, `Ok(Some(origin))` for an allowed
+    /// browser origin (to echo in CORS answers).
+    ///
+    /// # Errors
+    /// The origin that is not allowed.
+    pub fn check(&self, headers: &HeaderMap) -> Result<Option<HeaderValue>, String> {
+        let Some(origin) = headers.get(header::ORIGIN) else { return Ok(None) };
+        let text = origin.to_str().unwrap_or_default();
+        let same_origin = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|host| text.split_once("://").is_some_and(|(_, rest)| rest == host));
+        if same_origin || self.allowed.iter().any(|a| a == "*" || a == text) {
+            Ok(Some(origin.clone()))
+        } else {
+            Err(text.to_owned())
+        }
+    }
+
+    /// Adds the CORS headers for an allowed browser origin to `response`.
+    pub fn decorate(origin: Option<HeaderValue>, response: &mut Response<Body>) {
+        if let Some(origin) = origin {
+            let headers = response.headers_mut();
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.insert(header::VARY, HeaderValue::from_static("origin"));
+            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after"));
+        }
+    }
+
+    /// The answer to a CORS preflight for an entrypoint serving `methods`.
+    #[must_use]
+    pub fn preflight(&self, request: &Request<hyper::body::Incoming>, methods: &'static str) -> Response<Body> {
+        match self.check(request.headers()) {
+            Ok(origin) => {
+                let mut response = server::respond(StatusCode::NO_CONTENT, "text/plain", "");
+                Self::decorate(origin, &mut response);
+                let headers = response.headers_mut();
+                headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(methods));
+                if let Some(asked) = request.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+                    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+                }
+                headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+                response
+            }
+            Err(origin) => refuse_origin(&origin),
+        }
+    }
+}
+
+/// 403 for a browser origin that is not allowed.
+#[must_use]
+pub fn refuse_origin(origin: &str) -> Response<Body> {
+    json_error(StatusCode::FORBIDDEN, "origin_not_allowed", &format!("origin `{origin}` is not in allowed_origins"))
+}
+
+/// Wraps a transport's handler with what every entrypoint does first: CORS
+/// preflights, the origin check, and the CORS headers on the answer.
+fn with_origin_policy(entrypoint: &Entrypoint, methods: &'static str, handler: Handler) -> Handler {
+    let origins = Arc::clone(&entrypoint.origins);
+    Arc::new(move |request, peer| {
+        if request.method() == Method::OPTIONS {
+            let response = origins.preflight(&request, methods);
+            return Box::pin(async move { response });
+        }
+        match origins.check(request.headers()) {
+            Err(origin) => {
+                let response = refuse_origin(&origin);
+                Box::pin(async move { response })
+            }
+            Ok(origin) => {
+                let answer = handler(request, peer);
+                Box::pin(async move {
+                    let mut response = answer.await;
+                    Origins::decorate(origin, &mut response);
+                    response
+                })
+            }
+        }
+    })
+}
+
+/// Starts every entrypoint, its hub and its listener. Returns the shared listener's
+/// address, when any entrypoint uses it.
 ///
 /// # Errors
 /// When an adapter cannot be loaded or a listener cannot bind.
 pub async fn start(
     config: &Config,
     context: &dyn Fn(&str) -> ComponentContext,
-    _targets: &mut [Option<TargetSender>],
-    adapters: &mut Vec<Adapter>,
+    targets: &mut [Option<TargetSender>],
+    hubs: &mut JoinSet<()>,
     listeners: &mut JoinSet<()>,
 ) -> Result<Option<SocketAddr>, StartError> {
     let mut by_listener: BTreeMap<Option<u16>, BTreeMap<String, Handler>> = BTreeMap::new();
-    for (name, entrypoint) in &config.entrypoints {
+    for (name, e) in &config.entrypoints {
         let ctx = context(name);
-        let (handler, adapter) = match entrypoint {
-            EntrypointConfig::HttpPost(c) => http_post::handler(ctx, c)?,
+        let adapter =
+            ctx.adapters.load(name, &e.adapter_source(), adapter::Role::Entrypoint, &e.common.adapter_settings)?;
+        ctx.readiness.watch_adapter(adapter.clone());
+        let hub = e.serves_events().then(|| {
+            let ring = e.common.ring.clone().unwrap_or_default();
+            let (tx, rx) = tokio::sync::mpsc::channel(ring.queue_capacity);
+            let hub = Arc::new(hub::Hub::new(ring));
+            targets[ctx.id.0 as usize] = Some(tx);
+            hubs.spawn(Arc::clone(&hub).run(adapter.clone(), rx, Arc::clone(&ctx.recorder)));
+            hub
+        });
+        let entrypoint = Entrypoint {
+            slots: Arc::new(Semaphore::new(e.common.max_connections)),
+            origins: Arc::new(Origins::new(&e.common.allowed_origins)),
+            common: e.common.clone(),
+            adapter,
+            hub,
+            ctx,
         };
-        adapters.push(adapter);
-        by_listener.entry(entrypoint.port()).or_default().insert(entrypoint.path().to_owned(), handler);
+        let (methods, handler) = match &e.kind {
+            Kind::HttpPost(k) => ("POST", http_post::handler(entrypoint.clone(), k)),
+            Kind::Sse(k) => ("GET", sse::handler(entrypoint.clone(), k)),
+            Kind::Websocket(k) => ("GET", websocket::handler(entrypoint.clone(), k)),
+            Kind::HttpGet(k) => ("GET", http_get::handler(entrypoint.clone(), k)),
+        };
+        let handler = with_origin_policy(&entrypoint, methods, handler);
+        by_listener.entry(e.common.port).or_default().insert(e.common.path.clone(), handler);
     }
     let mut shared_addr = None;
     for (port, routes) in by_listener {
         let addr = port.map_or(config.host.listen, |p| SocketAddr::new(config.host.listen.ip(), p));
-        let listener = server::bind(addr).await.map_err(|source| StartError::Listen {
-            addr,
-            what: format!("entrypoints {}", routes.keys().cloned().collect::<Vec<_>>().join(", ")),
-            source,
-        })?;
-        let bound = listener.local_addr().map_err(|source| StartError::Listen {
-            addr,
-            what: String::from("entrypoints"),
-            source,
-        })?;
+        let what = || format!("entrypoints {}", routes.keys().cloned().collect::<Vec<_>>().join(", "));
+        let listener = server::bind(addr).await.map_err(|source| StartError::Listen { addr, what: what(), source })?;
+        let bound = listener.local_addr().map_err(|source| StartError::Listen { addr, what: what(), source })?;
         if port.is_none() {
             shared_addr = Some(bound);
         }
@@ -142,4 +419,116 @@ fn by_path(routes: BTreeMap<String, Handler>) -> Handler {
             Box::pin(async move { json_error(StatusCode::NOT_FOUND, "not_found", &message) })
         }
     })
+}
+
+/// `a=1&b=x%20y` into pairs, percent-decoded.
+#[must_use]
+pub fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The client session the adapter sees: Envoy's forwarded headers, the path and the
+/// query. The client id is `X-Client-Id` when Envoy sets it, else the peer address.
+#[must_use]
+pub fn session(request_headers: &HeaderMap, uri: &hyper::Uri, peer: SocketAddr) -> adapter::Session {
+    let headers: Vec<(String, String)> = request_headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let client_id =
+        headers.iter().find(|(k, _)| k == "x-client-id").map_or_else(|| peer.to_string(), |(_, v)| v.clone());
+    let query = uri.query().map(parse_query).unwrap_or_default();
+    adapter::Session { client_id, path: uri.path().to_owned(), query, headers }
+}
+
+/// A stable ordering key for a client id.
+#[must_use]
+pub fn ordering_key(client_id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    client_id.hash(&mut h);
+    h.finish()
+}
+
+/// A subscription filter from a query: every `topic` parameter is a pattern, every
+/// `header.<name>=<value>` an equality.
+#[must_use]
+pub fn filter_from_query(query: &[(String, String)], client_id: &str) -> hub::Filter {
+    hub::Filter {
+        topics: query.iter().filter(|(k, _)| k == "topic").map(|(_, v)| v.clone()).collect(),
+        headers: query
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("header.")?.to_owned(), bytes::Bytes::from(v.clone()))))
+            .collect(),
+        client_id: client_id.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_queries() {
+        assert_eq!(
+            parse_query("topic=a%2Fb&x=1+2&flag&bad=%zz&end=%4"),
+            vec![
+                (String::from("topic"), String::from("a/b")),
+                (String::from("x"), String::from("1 2")),
+                (String::from("flag"), String::new()),
+                (String::from("bad"), String::from("%zz")),
+                (String::from("end"), String::from("%4")),
+            ]
+        );
+    }
+
+    #[test]
+    fn origins_pass_same_origin_and_listed_ones() {
+        let origins = Origins::new(&[String::from("https://app.example.com")]);
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        assert_eq!(origins.check(&headers(&[])), Ok(None), "no Origin: not a browser");
+        assert!(origins.check(&headers(&[("origin", "http://gw:8080"), ("host", "gw:8080")])).is_ok(), "same origin");
+        assert!(origins.check(&headers(&[("origin", "https://app.example.com"), ("host", "gw")])).is_ok());
+        assert_eq!(
+            origins.check(&headers(&[("origin", "https://evil.example"), ("host", "gw")])),
+            Err(String::from("https://evil.example"))
+        );
+        assert!(Origins::new(&[String::from("*")]).check(&headers(&[("origin", "https://x"), ("host", "gw")])).is_ok());
+    }
 }

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 
 use serde::Deserialize;
 use tokio::task::JoinHandle;
@@ -19,7 +18,7 @@ use crate::bus::{Bus, BusError};
 use crate::config::Problems;
 use crate::event::{DeliveryError, Event};
 use crate::host::ComponentContext;
-use crate::pipeline::{Delivery, TargetReceiver, TargetSender};
+use crate::pipeline::{Delivery, TargetReceiver, TargetSender, runs_by_route};
 
 /// `type = "memory"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -116,40 +115,15 @@ impl MemoryTopic {
     }
 
     async fn handle(&self, batch: &mut Vec<Delivery>, bus: Option<&Bus>, log: &mut Vec<u8>) {
-        while !batch.is_empty() {
-            // One adapter call per run of deliveries on the same route, since the
-            // route is part of the call.
-            let route = Arc::clone(&batch[0].route);
-            let run = batch.iter().take_while(|d| Arc::ptr_eq(&d.route, &route)).count();
-            let events: Vec<Event> = batch.drain(..run).map(|d| d.event).collect();
+        let subscribed = !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty();
+        for (route, events) in runs_by_route(batch) {
             let events = match &self.adapter {
                 None => events,
                 Some(adapter) => {
-                    match adapter.map(adapter::Direction::Upstream, &adapter::route_context(route.index), events) {
-                        Ok(mapped) => {
-                            for (event, error) in mapped.refused {
-                                let error = DeliveryError::Adapter {
-                                    adapter: adapter.name().to_owned(),
-                                    message: error.message,
-                                };
-                                self.ctx.recorder.finish(event, &route, Err(error), log);
-                            }
-                            mapped.outputs
-                        }
-                        Err((events, error)) => {
-                            for event in events {
-                                let error = DeliveryError::Adapter {
-                                    adapter: adapter.name().to_owned(),
-                                    message: error.to_string(),
-                                };
-                                self.ctx.recorder.finish(event, &route, Err(error), log);
-                            }
-                            continue;
-                        }
-                    }
+                    let ctx = adapter::route_context(route.index);
+                    self.ctx.recorder.map_deliveries(adapter, adapter::Direction::Upstream, &ctx, &route, events, log)
                 }
             };
-            let subscribed = !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty();
             for mut event in events {
                 let result = match bus {
                     _ if !subscribed => Ok(()),

@@ -5,7 +5,6 @@
 //! been confirmed by every target, so a 2xx means delivered; failures get a status
 //! and a JSON body that say what to do.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +16,11 @@ use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 
-use crate::adapter::{self, Adapter, AdapterSource, CallContext, ErrorKind, Session};
+use super::{Entrypoint, ordering_key, session};
+use crate::adapter::{self, CallContext, ErrorKind, Session};
 use crate::bus::BusError;
 use crate::config::Problems;
 use crate::event::{Ack, DeliveryError, Event, EventId, Text};
-use crate::host::{ComponentContext, StartError};
 use crate::server::{Body, Handler, json_error, respond};
 
 /// The longest `Idempotency-Key` accepted; brokers store it as a message id.
@@ -31,27 +30,12 @@ const MAX_IDEMPOTENCY_KEY: usize = 256;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpPostConfig {
-    /// The request path, on the shared listener unless `port` is set.
-    pub path: String,
-    /// A dedicated port instead of the shared listener.
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// The entrypoint adapter that decodes request bodies.
-    #[serde(default = "default_adapter")]
-    pub adapter: AdapterSource,
-    /// Settings passed to the adapter's `configure`.
-    #[serde(default)]
-    pub adapter_settings: BTreeMap<String, String>,
     /// The destination (topic, queue) stamped on every event, unless the adapter sets one.
     #[serde(default)]
     pub destination: Option<String>,
     /// How long a request waits for its events to be confirmed before it gets 504.
     #[serde(default = "default_ack_timeout_ms")]
     pub ack_timeout_ms: u64,
-}
-
-fn default_adapter() -> AdapterSource {
-    AdapterSource::Builtin(String::from("http-post"))
 }
 
 const fn default_ack_timeout_ms() -> u64 {
@@ -66,33 +50,26 @@ impl HttpPostConfig {
 
 /// What the handler keeps between requests.
 struct Ingest {
-    /// The component's wiring.
-    ctx: ComponentContext,
-    /// Decodes request bodies.
-    adapter: Adapter,
+    /// The entrypoint's wiring and adapter.
+    entrypoint: Entrypoint,
     /// Stamped on events the adapter leaves without a destination.
     destination: Option<Text>,
     /// How long to wait for confirmation.
     ack_timeout: Duration,
 }
 
-/// Loads the adapter and builds the request handler.
-///
-/// # Errors
-/// When the adapter cannot be loaded.
-pub fn handler(ctx: ComponentContext, config: &HttpPostConfig) -> Result<(Handler, Adapter), StartError> {
-    let adapter = ctx.adapters.load(&ctx.name, &config.adapter, adapter::Role::Entrypoint, &config.adapter_settings)?;
+/// Builds the request handler.
+#[must_use]
+pub fn handler(entrypoint: Entrypoint, config: &HttpPostConfig) -> Handler {
     let ingest = Arc::new(Ingest {
-        ctx,
-        adapter: adapter.clone(),
+        entrypoint,
         destination: config.destination.as_deref().map(Text::from),
         ack_timeout: Duration::from_millis(config.ack_timeout_ms),
     });
-    let handler: Handler = Arc::new(move |request, peer| {
+    Arc::new(move |request, peer| {
         let ingest = Arc::clone(&ingest);
         Box::pin(async move { ingest.handle(request, peer).await })
-    });
-    Ok((handler, adapter))
+    })
 }
 
 impl Ingest {
@@ -112,7 +89,7 @@ impl Ingest {
     }
 
     async fn ingest(&self, request: Request<Incoming>, peer: SocketAddr) -> Result<Vec<String>, Rejection> {
-        let limit = self.ctx.host.max_message_bytes;
+        let limit = self.entrypoint.ctx.host.max_message_bytes;
         let too_large = || {
             let message = format!("the body is larger than the {limit}-byte limit; nothing was accepted");
             Rejection::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
@@ -123,7 +100,7 @@ impl Ingest {
             return Err(too_large());
         }
         let (parts, body) = request.into_parts();
-        let session = session(&parts, peer);
+        let session = session(&parts.headers, &parts.uri, peer);
         let frame = self.frame(&parts.headers, &session)?;
         let payload: Bytes = match Limited::new(body, limit).collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -138,6 +115,7 @@ impl Ingest {
 
         let ctx = CallContext { route: 0, session: Some(session) };
         let mapped = self
+            .entrypoint
             .adapter
             .map(adapter::Direction::Upstream, &ctx, vec![frame])
             .map_err(|(_, e)| Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "adapter_failed", e.to_string()))?;
@@ -154,8 +132,8 @@ impl Ingest {
 
     /// The input item for the adapter: everything but the body.
     fn frame(&self, headers: &hyper::HeaderMap, session: &Session) -> Result<Event, Rejection> {
-        let mut frame = Event::new(self.ctx.id, Bytes::new());
-        frame.ordering_key = hash(&session.client_id);
+        let mut frame = Event::new(self.entrypoint.ctx.id, Bytes::new());
+        frame.ordering_key = ordering_key(&session.client_id);
         frame.client_id = Some(Text::from(session.client_id.as_str()));
         frame.destination.clone_from(&self.destination);
         frame.content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(Text::from);
@@ -181,7 +159,7 @@ impl Ingest {
         // Every event holds its own part now; this one only started the count.
         ack.settle(Ok(()));
         for event in events {
-            if let Err(e) = self.ctx.bus.publish(event).await {
+            if let Err(e) = self.entrypoint.ctx.bus.publish(event).await {
                 return Err(match e {
                     BusError::Busy { timeout_ms, .. } => {
                         let message = format!("the event bus stayed full for {timeout_ms} ms");
@@ -243,77 +221,5 @@ impl From<&DeliveryError> for Rejection {
             DeliveryError::Target { .. } => (StatusCode::BAD_GATEWAY, "target_error"),
         };
         Self::new(status, code, error.to_string())
-    }
-}
-
-/// The session the adapter sees: Envoy's forwarded headers, the path and the query.
-fn session(parts: &hyper::http::request::Parts, peer: SocketAddr) -> Session {
-    let headers: Vec<(String, String)> =
-        parts.headers.iter().filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned()))).collect();
-    let client_id =
-        headers.iter().find(|(k, _)| k == "x-client-id").map_or_else(|| peer.to_string(), |(_, v)| v.clone());
-    let query = parts.uri.query().map(parse_query).unwrap_or_default();
-    Session { client_id, path: parts.uri.path().to_owned(), query, headers }
-}
-
-/// `a=1&b=x%20y` into pairs, percent-decoded.
-fn parse_query(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hash(s: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decodes_queries() {
-        assert_eq!(
-            parse_query("topic=a%2Fb&x=1+2&flag&bad=%zz&end=%4"),
-            vec![
-                (String::from("topic"), String::from("a/b")),
-                (String::from("x"), String::from("1 2")),
-                (String::from("flag"), String::new()),
-                (String::from("bad"), String::from("%zz")),
-                (String::from("end"), String::from("%4")),
-            ]
-        );
     }
 }

@@ -1,0 +1,431 @@
+//! The `websocket` entrypoint: both directions on one connection.
+//!
+//! Upstream, every text or binary message goes through the adapter's `upstream`
+//! (decode) and the resulting events onto the bus; control items the adapter
+//! decodes (subscribe, unsubscribe, resume, ack) steer this connection's feed.
+//! Downstream, the connection's feed reads the hub's ring, where every event is
+//! already encoded once for all clients.
+//!
+//! One task owns the socket's write half: frames from the feed and the host's own
+//! control frames (acknowledgements, gaps, pings, the close) all go through it, so no
+//! two tasks ever write one socket.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use mediation_adapter_sdk::layout::{FLAG_ACK_REQUESTED, FLAG_BINARY, Kind as ItemKind};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig as WireConfig};
+use tokio_tungstenite::tungstenite::{Error as WireError, Message, Utf8Bytes};
+
+use super::hub::{Feed, Next};
+use super::{Entrypoint, filter_from_query, ordering_key, session};
+use crate::adapter::{self, CallContext, ErrorKind, Session};
+use crate::bus::BusError;
+use crate::config::Problems;
+use crate::event::{Ack, Event, EventKind, Text};
+use crate::server::{Body, Handler, json_error, respond};
+
+/// Control frames queued for the writer; a client that floods acks waits.
+const OUTBOX_FRAMES: usize = 64;
+
+/// `type = "websocket"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// The host pings the client this often; a client that sends nothing (pongs
+    /// included) for the entrypoint's `idle_timeout_ms` is closed.
+    #[serde(default = "default_ping_interval_ms")]
+    pub ping_interval_ms: u64,
+    /// The destination stamped on published events the adapter leaves without one.
+    #[serde(default)]
+    pub destination: Option<String>,
+    /// How long a message that asked for an acknowledgement waits for the broker's
+    /// confirmation before the client gets a negative one.
+    #[serde(default = "default_ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+}
+
+const fn default_ping_interval_ms() -> u64 {
+    30_000
+}
+
+const fn default_ack_timeout_ms() -> u64 {
+    10_000
+}
+
+impl WebSocketConfig {
+    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
+        problems.check(self.ping_interval_ms > 0, format!("{path}.ping_interval_ms"), "must be at least 1");
+        problems.check(self.ack_timeout_ms > 0, format!("{path}.ack_timeout_ms"), "must be at least 1");
+    }
+}
+
+/// Builds the request handler: checks the handshake, answers 101 and hands the
+/// upgraded connection to its own task.
+#[must_use]
+pub fn handler(entrypoint: Entrypoint, config: &WebSocketConfig) -> Handler {
+    let config = Arc::new(config.clone());
+    Arc::new(move |request, peer| {
+        let response = upgrade(&entrypoint, &config, request, peer);
+        Box::pin(async move { response })
+    })
+}
+
+fn upgrade(
+    entrypoint: &Entrypoint,
+    config: &Arc<WebSocketConfig>,
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let headers = request.headers();
+    let has = |name: header::HeaderName, token: &str| {
+        headers
+            .get(&name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+    };
+    if request.method() != Method::GET || !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
+        let mut response = json_error(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "this path speaks WebSocket: GET with Upgrade: websocket",
+        );
+        response.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return response;
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()) != Some("13") {
+        let mut response = json_error(StatusCode::BAD_REQUEST, "bad_handshake", "Sec-WebSocket-Version must be 13");
+        response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return response;
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes())) else {
+        return json_error(StatusCode::BAD_REQUEST, "bad_handshake", "Sec-WebSocket-Key is missing");
+    };
+    let protocol = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|p| HeaderValue::from_str(p.trim()).ok());
+    let slot = match entrypoint.slot() {
+        Ok(slot) => slot,
+        Err(response) => return *response,
+    };
+    let session = session(request.headers(), request.uri(), peer);
+    let cursor = session
+        .query
+        .iter()
+        .find(|(k, _)| k == "cursor")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .unwrap_or_else(|| entrypoint.hub().head());
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let (entrypoint, config) = (entrypoint.clone(), Arc::clone(config));
+    tokio::spawn(async move {
+        let _slot = slot;
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        let limit = entrypoint.ctx.host.max_message_bytes;
+        let wire = WireConfig::default().max_message_size(Some(limit)).max_frame_size(Some(limit));
+        let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(wire)).await;
+        Connection { entrypoint, config, session: Arc::new(session) }.run(socket, cursor).await;
+    });
+    let mut response = respond(StatusCode::SWITCHING_PROTOCOLS, "text/plain", "");
+    let headers = response.headers_mut();
+    headers.remove(header::CONTENT_TYPE);
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&key) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(protocol) = protocol {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    response
+}
+
+/// What the reader asks of the writer.
+#[derive(Debug)]
+enum Command {
+    /// Send this frame (an acknowledgement, an error).
+    Send(Message),
+    /// Add a topic pattern to the feed's filter.
+    Subscribe(String),
+    /// Remove a topic pattern.
+    Unsubscribe(String),
+    /// Continue the feed after this sequence.
+    Resume(u64),
+    /// Close with this code and reason, then stop.
+    Close(CloseCode, String),
+}
+
+/// One client connection.
+struct Connection {
+    /// The entrypoint it belongs to.
+    entrypoint: Entrypoint,
+    /// Its settings.
+    config: Arc<WebSocketConfig>,
+    /// The client session, passed to the adapter with every batch.
+    session: Arc<Session>,
+}
+
+impl Connection {
+    async fn run(self, socket: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, cursor: u64) {
+        let client_id = self.session.client_id.clone();
+        self.entrypoint.lifecycle(EventKind::Connect, &client_id).await;
+        let (sink, mut stream) = socket.split();
+        let (commands, outbox) = mpsc::channel(OUTBOX_FRAMES);
+        let feed =
+            Feed::new(Arc::clone(self.entrypoint.hub()), cursor, filter_from_query(&self.session.query, &client_id));
+        let writer = tokio::spawn(write(
+            sink,
+            feed,
+            outbox,
+            self.entrypoint.clone(),
+            Duration::from_millis(self.config.ping_interval_ms),
+        ));
+        let idle = Duration::from_millis(self.entrypoint.common.idle_timeout_ms);
+        let shutdown = self.entrypoint.ctx.shutdown.accept.clone();
+        loop {
+            let message = tokio::select! {
+                message = tokio::time::timeout(idle, stream.next()) => message,
+                () = shutdown.cancelled() => {
+                    let _ = commands.send(Command::Close(CloseCode::Away, String::from("the host is shutting down"))).await;
+                    break;
+                }
+            };
+            let close = match message {
+                Err(_) => Some((CloseCode::Away, String::from("idle timeout"))),
+                Ok(None) => break,
+                Ok(Some(Ok(Message::Text(text)))) => self.receive(Bytes::from(text), false, &commands).await,
+                Ok(Some(Ok(Message::Binary(bytes)))) => self.receive(bytes, true, &commands).await,
+                Ok(Some(Ok(Message::Close(_)))) => break,
+                Ok(Some(Ok(_))) => None,
+                Ok(Some(Err(e))) => Some(close_for(&e, self.entrypoint.ctx.host.max_message_bytes)),
+            };
+            if let Some((code, reason)) = close {
+                let _ = commands.send(Command::Close(code, reason)).await;
+                break;
+            }
+        }
+        drop(commands);
+        // The writer ends once the reader is gone and its close (if any) is sent.
+        let _ = writer.await;
+        self.entrypoint.lifecycle(EventKind::Disconnect, &client_id).await;
+    }
+
+    /// Decodes one message and acts on what it holds. Returns a close for a message
+    /// the adapter refuses.
+    async fn receive(
+        &self,
+        payload: Bytes,
+        binary: bool,
+        commands: &mpsc::Sender<Command>,
+    ) -> Option<(CloseCode, String)> {
+        let ctx = &self.entrypoint.ctx;
+        let mut frame = Event::new(ctx.id, payload);
+        frame.ordering_key = ordering_key(&self.session.client_id);
+        frame.client_id = Some(Text::from(self.session.client_id.as_str()));
+        frame.destination = self.config.destination.as_deref().map(Text::from);
+        if binary {
+            frame.flags |= FLAG_BINARY;
+        }
+        let call = CallContext { route: 0, session: Some((*self.session).clone()) };
+        let mapped = match self.entrypoint.adapter.map(adapter::Direction::Upstream, &call, vec![frame]) {
+            Ok(mapped) => mapped,
+            Err((_, e)) => return Some((CloseCode::Error, e.to_string())),
+        };
+        if let Some((_, error)) = mapped.refused.into_iter().next() {
+            let code = match error.kind {
+                ErrorKind::Malformed => CloseCode::Invalid,
+                ErrorKind::Unsupported => CloseCode::Unsupported,
+                ErrorKind::TooLarge => CloseCode::Size,
+            };
+            return Some((code, error.message));
+        }
+        for event in mapped.outputs {
+            let command = match ItemKind::from_flags(event.flags) {
+                Some(ItemKind::Subscribe) => event.destination.map(|d| Command::Subscribe(d.to_string())),
+                Some(ItemKind::Unsubscribe) => event.destination.map(|d| Command::Unsubscribe(d.to_string())),
+                Some(ItemKind::Resume) => Some(Command::Resume(event.sequence)),
+                // Downstream delivery to WebSocket clients is at-most-once: a client's
+                // ack is accepted and needs nothing more.
+                Some(ItemKind::Ack) => None,
+                Some(ItemKind::Data) | None => {
+                    self.publish(event, commands).await;
+                    None
+                }
+            };
+            if let Some(command) = command
+                && commands.send(command).await.is_err()
+            {
+                break;
+            }
+        }
+        None
+    }
+
+    /// Publishes one decoded event. While the bus is full, reading pauses (the
+    /// client meets TCP backpressure); nothing is dropped. A message that asked for
+    /// an acknowledgement gets one once every target confirmed it.
+    async fn publish(&self, mut event: Event, commands: &mpsc::Sender<Command>) {
+        let id = event.id.to_string();
+        let confirmed = (event.flags & FLAG_ACK_REQUESTED != 0).then(|| {
+            let (ack, confirmed) = Ack::new();
+            event.ack = Some(ack);
+            confirmed
+        });
+        let bus = &self.entrypoint.ctx.bus;
+        let mut pending = event;
+        loop {
+            match bus.publish(pending).await {
+                Ok(()) => break,
+                Err(BusError::Busy { event, .. }) => pending = *event,
+                Err(BusError::Closed(_)) => return,
+            }
+        }
+        let Some(confirmed) = confirmed else { return };
+        let commands = commands.clone();
+        let timeout = Duration::from_millis(self.config.ack_timeout_ms);
+        tokio::spawn(async move {
+            let answer = match tokio::time::timeout(timeout, confirmed).await {
+                Ok(Ok(Ok(()))) => serde_json::json!({ "type": "ack", "id": id, "status": "ok" }),
+                Ok(Ok(Err(e))) => {
+                    serde_json::json!({ "type": "ack", "id": id, "status": "error", "error": e.to_string() })
+                }
+                Ok(Err(_)) => {
+                    serde_json::json!({ "type": "ack", "id": id, "status": "error", "error": "the host is shutting down" })
+                }
+                Err(_) => serde_json::json!({ "type": "ack", "id": id, "status": "timeout" }),
+            };
+            let _ = commands.send(Command::Send(Message::text(answer.to_string()))).await;
+        });
+    }
+}
+
+/// The close code and reason for a read error.
+fn close_for(error: &WireError, limit: usize) -> (CloseCode, String) {
+    match error {
+        WireError::Capacity(_) => (CloseCode::Size, format!("message larger than the {limit}-byte limit")),
+        WireError::Utf8(_) => (CloseCode::Invalid, String::from("text message is not valid UTF-8")),
+        e => (CloseCode::Protocol, format!("protocol error: {e}")),
+    }
+}
+
+/// The writer task: the only one that writes this socket.
+async fn write<S>(
+    mut sink: S,
+    mut feed: Feed,
+    mut outbox: mpsc::Receiver<Command>,
+    entrypoint: Entrypoint,
+    ping: Duration,
+) where
+    S: futures_util::Sink<Message, Error = WireError> + Unpin,
+{
+    let mut ping_timer = tokio::time::interval(ping);
+    ping_timer.tick().await;
+    loop {
+        let outcome = tokio::select! {
+            command = outbox.recv() => match command {
+                None => return,
+                Some(Command::Send(message)) => sink.send(message).await.map(|()| None),
+                Some(Command::Subscribe(pattern)) => {
+                    if !feed.filter.topics.contains(&pattern) {
+                        feed.filter.topics.push(pattern);
+                    }
+                    Ok(None)
+                }
+                Some(Command::Unsubscribe(pattern)) => {
+                    feed.filter.topics.retain(|p| *p != pattern);
+                    Ok(None)
+                }
+                Some(Command::Resume(after)) => {
+                    feed.seek(after + 1);
+                    Ok(None)
+                }
+                Some(Command::Close(code, reason)) => Ok(Some((code, reason))),
+            },
+            next = feed.next() => match next {
+                Next::Entries(entries) => send_entries(&mut sink, &feed, &entries).await,
+                Next::Skipped { missed } => {
+                    let gap = serde_json::json!({ "type": "gap", "missed": missed, "resume": feed.cursor() });
+                    sink.send(Message::text(gap.to_string())).await.map(|()| None)
+                }
+                Next::Behind { missed } => Ok(Some((
+                    CloseCode::Again,
+                    format!("fell {missed} events behind the replay window; resume from {}", feed.cursor()),
+                ))),
+                Next::Closed => Ok(Some((CloseCode::Away, String::from("the host is shutting down")))),
+            },
+            _ = ping_timer.tick() => sink.send(Message::Ping(Bytes::new())).await.map(|()| None),
+        };
+        match outcome {
+            Ok(None) => {}
+            Ok(Some((code, reason))) => {
+                if code == CloseCode::Again {
+                    entrypoint.hub().stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                }
+                let reason = truncate(&reason, 120);
+                let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                let _ = sink.close().await;
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Sends a batch of frames, feeding them all before one flush.
+async fn send_entries<S>(
+    sink: &mut S,
+    feed: &Feed,
+    entries: &[Arc<super::hub::Entry>],
+) -> Result<Option<(CloseCode, String)>, WireError>
+where
+    S: futures_util::Sink<Message, Error = WireError> + Unpin,
+{
+    let Some(last) = entries.last() else { return Ok(None) };
+    let send = async {
+        for entry in entries {
+            // Text frames share the ring's bytes: checking UTF-8 reads them, nothing copies them.
+            let message = match Utf8Bytes::try_from(entry.frame.clone()) {
+                Ok(text) if !entry.binary => Message::Text(text),
+                _ => Message::Binary(entry.frame.clone()),
+            };
+            sink.feed(message).await?;
+        }
+        sink.flush().await
+    };
+    tokio::select! {
+        sent = send => sent.map(|()| None),
+        () = feed.overtaken(last.sequence) => Ok(Some((
+            CloseCode::Again,
+            format!("stopped reading and fell behind the replay window; resume from {}", feed.cursor()),
+        ))),
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary (close reasons are short).
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
