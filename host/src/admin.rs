@@ -131,6 +131,14 @@ fn ready(readiness: &Readiness) -> hyper::Response<server::Body> {
     respond(status, "application/json", body)
 }
 
+/// Resident set size from `/proc/self/statm` (0 where there is no procfs).
+fn resident_memory_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    // Linux pages are 4 KiB on the platforms the host runs on.
+    pages * 4096
+}
+
 /// The whole `/metrics` text.
 fn render(state: &AdminState) -> String {
     let mut e = Exposition::default();
@@ -167,8 +175,18 @@ fn render(state: &AdminState) -> String {
     per_component(&mut e, "mediation_client_connects_total", &|s| load(&s.connects));
     e.family("mediation_client_disconnects_total", "counter", "Client disconnect lifecycle events.");
     per_component(&mut e, "mediation_client_disconnects_total", &|s| load(&s.disconnects));
+    e.family(
+        "mediation_slow_consumers_total",
+        "counter",
+        "Clients the replay ring moved past (disconnected or skipped ahead).",
+    );
+    per_component(&mut e, "mediation_slow_consumers_total", &|s| load(&s.slow_consumers));
+    e.family("mediation_ring_evictions_total", "counter", "Replay ring entries evicted to respect its limits.");
+    per_component(&mut e, "mediation_ring_evictions_total", &|s| load(&s.ring_evictions));
     e.family("mediation_connections", "gauge", "Open client connections.");
     per_component(&mut e, "mediation_connections", &|s| s.connections.load(Ordering::Relaxed));
+    e.family("process_resident_memory_bytes", "gauge", "Resident memory of the host process.");
+    e.sample("process_resident_memory_bytes", "", resident_memory_bytes());
     e.family("mediation_bus_depth", "gauge", "Events queued on the bus.");
     e.sample("mediation_bus_depth", "", state.bus.depth());
 

@@ -117,6 +117,10 @@ pub struct ComponentStats {
     pub connections: AtomicI64,
     /// Events from this source that no route took.
     pub unrouted: AtomicU64,
+    /// Ring entries evicted to respect the ring's limits (entrypoints that serve events).
+    pub ring_evictions: AtomicU64,
+    /// Clients disconnected or skipped ahead because the ring moved past them.
+    pub slow_consumers: AtomicU64,
 }
 
 /// Writes Prometheus text-format families.

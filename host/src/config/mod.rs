@@ -132,6 +132,9 @@ pub struct HostConfig {
     /// The largest message or request body accepted; larger ones are refused whole
     /// (HTTP 413, WebSocket close 1009), never truncated.
     pub max_message_bytes: usize,
+    /// Time a client has to send a request's headers; slower clients (slowloris) are
+    /// disconnected.
+    pub header_read_timeout_ms: u64,
     /// How long shutdown may take to drain the bus and flush producers.
     pub shutdown_timeout_ms: u64,
     /// How often the config file is checked for changes to hot-reload routes; 0 turns
@@ -171,6 +174,7 @@ impl Default for HostConfig {
             listen: default_listen(),
             admin_listen: default_admin_listen(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            header_read_timeout_ms: 10_000,
             shutdown_timeout_ms: 10_000,
             reload_poll_ms: 2_000,
             log_format: LogFormat::Text,
@@ -390,6 +394,7 @@ impl Config {
 
     fn validate_limits(&self, problems: &mut Problems) {
         problems.check(self.host.max_message_bytes > 0, "host.max_message_bytes", "must be at least 1");
+        problems.check(self.host.header_read_timeout_ms > 0, "host.header_read_timeout_ms", "must be at least 1");
         problems.check(self.bus.queue_capacity > 0, "bus.queue_capacity", "must be at least 1");
         problems.check(self.bus.publish_timeout_ms > 0, "bus.publish_timeout_ms", "must be at least 1");
         problems.check(self.adapters.call_timeout_ms > 0, "adapters.call_timeout_ms", "must be at least 1");

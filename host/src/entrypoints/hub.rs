@@ -9,7 +9,7 @@
 //! ([`Read::Expired`]); it is never skipped silently.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
@@ -20,6 +20,7 @@ use crate::adapter::{self, Adapter};
 use crate::config::Problems;
 use crate::event::{Event, Header, Text};
 use crate::pipeline::{Recorder, TargetReceiver, runs_by_route};
+use crate::routing::ComponentId;
 
 /// The event header that targets an event at one client (request/reply): only the
 /// client whose id equals its value receives it.
@@ -171,15 +172,6 @@ struct Ring {
     next: u64,
 }
 
-/// Counters of a hub, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct HubStats {
-    /// Entries evicted to respect the ring's limits.
-    pub evicted: AtomicU64,
-    /// Clients disconnected or skipped ahead because the ring moved past them.
-    pub slow_consumers: AtomicU64,
-}
-
 /// A replay ring with its encoder and its readers' wake-up signal.
 #[derive(Debug)]
 pub struct Hub {
@@ -189,19 +181,23 @@ pub struct Hub {
     head: watch::Sender<u64>,
     /// Limits and the slow-consumer policy.
     config: RingConfig,
-    /// Counters.
-    pub stats: HubStats,
+    /// Where deliveries are confirmed and the hub's counters live.
+    recorder: Arc<Recorder>,
+    /// The entrypoint this hub belongs to.
+    id: ComponentId,
 }
 
 impl Hub {
-    /// An empty hub.
+    /// An empty hub for entrypoint `id`.
     #[must_use]
-    pub fn new(config: RingConfig) -> Self {
-        Self {
-            ring: RwLock::new(Ring { next: 1, ..Ring::default() }),
-            head: watch::channel(1).0,
-            config,
-            stats: HubStats::default(),
+    pub fn new(config: RingConfig, recorder: Arc<Recorder>, id: ComponentId) -> Self {
+        Self { ring: RwLock::new(Ring { next: 1, ..Ring::default() }), head: watch::channel(1).0, config, recorder, id }
+    }
+
+    /// Counts a client the ring moved past.
+    pub fn count_slow_consumer(&self) {
+        if let Some(stats) = self.recorder.stats(self.id) {
+            stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -266,13 +262,16 @@ impl Hub {
         }
         let next = ring.next;
         drop(ring);
-        self.stats.evicted.fetch_add(evicted, Ordering::Relaxed);
+        if let Some(stats) = self.recorder.stats(self.id) {
+            stats.ring_evictions.fetch_add(evicted, Ordering::Relaxed);
+        }
         self.head.send_replace(next);
     }
 
     /// The hub task: encodes what the pipeline delivers, once per event, appends it,
     /// and confirms each delivery once its frame is in the ring.
-    pub async fn run(self: Arc<Self>, adapter: Adapter, mut queue: TargetReceiver, recorder: Arc<Recorder>) {
+    pub async fn run(self: Arc<Self>, adapter: Adapter, mut queue: TargetReceiver) {
+        let recorder = Arc::clone(&self.recorder);
         let mut batch = Vec::with_capacity(self.config.max_batch);
         let mut log = Vec::new();
         while queue.recv_many(&mut batch, self.config.max_batch).await > 0 {
@@ -367,7 +366,7 @@ impl Feed {
             let mut entries = Vec::new();
             match self.hub.read(self.cursor, &self.filter, FEED_BATCH, &mut entries) {
                 Read::Expired { oldest, missed } => {
-                    self.hub.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    self.hub.count_slow_consumer();
                     if self.hub.slow_consumer() == SlowConsumer::Disconnect {
                         return Next::Behind { missed };
                     }
@@ -418,7 +417,14 @@ mod tests {
     use super::*;
 
     fn hub(messages: usize, bytes: usize) -> Hub {
-        Hub::new(RingConfig { messages, bytes, ..RingConfig::default() })
+        let mut components = crate::routing::Components::default();
+        components.add("feed", crate::config::Side::Entrypoint);
+        let log = Arc::new(crate::packet_log::PacketLog::new(
+            &crate::config::PacketLogConfig::default(),
+            crate::packet_log::Sink::Discard,
+        ));
+        let recorder = Arc::new(Recorder::new(Arc::new(components), log));
+        Hub::new(RingConfig { messages, bytes, ..RingConfig::default() }, recorder, ComponentId(0))
     }
 
     fn put(hub: &Hub, topic: &str, frame: &'static str, headers: Vec<Header>) {
@@ -491,7 +497,8 @@ mod tests {
         for _ in 0..5 {
             put(&hub, "t", "a", vec![]);
         }
-        assert_eq!(hub.stats.evicted.load(Ordering::Relaxed), 3);
+        let evicted = hub.recorder.stats(ComponentId(0)).map(|s| s.ring_evictions.load(Ordering::Relaxed));
+        assert_eq!(evicted, Some(3));
         assert_eq!(frames(&hub, 1, &Filter::default()).1, Read::Expired { oldest: 4, missed: 3 });
         assert_eq!(frames(&hub, 4, &Filter::default()), (vec!["a", "a"], Read::Ok { next: 6 }));
 

@@ -370,9 +370,9 @@ pub async fn start(
         let hub = e.serves_events().then(|| {
             let ring = e.common.ring.clone().unwrap_or_default();
             let (tx, rx) = tokio::sync::mpsc::channel(ring.queue_capacity);
-            let hub = Arc::new(hub::Hub::new(ring));
+            let hub = Arc::new(hub::Hub::new(ring, Arc::clone(&ctx.recorder), ctx.id));
             targets[ctx.id.0 as usize] = Some(tx);
-            hubs.spawn(Arc::clone(&hub).run(adapter.clone(), rx, Arc::clone(&ctx.recorder)));
+            hubs.spawn(Arc::clone(&hub).run(adapter.clone(), rx));
             hub
         });
         let entrypoint = Entrypoint {
@@ -403,7 +403,11 @@ pub async fn start(
         }
         tracing::info!(%bound, paths = ?routes.keys().collect::<Vec<_>>(), "entrypoint listener bound");
         let shutdown = context("").shutdown.accept;
-        server::spawn(listener, by_path(routes), server::Limits::default(), shutdown, listeners);
+        let limits = server::Limits {
+            max_connections: config.entrypoints.values().map(|e| e.common.max_connections).sum(),
+            header_read_timeout: std::time::Duration::from_millis(config.host.header_read_timeout_ms),
+        };
+        server::spawn(listener, by_path(routes), limits, shutdown, listeners);
     }
     Ok(shared_addr)
 }

@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -164,7 +163,7 @@ impl Client {
             tokio::select! {
                 sent = self.tx.send(entry.frame.clone()) => if sent.is_err() { return false },
                 () = feed.overtaken(entry.sequence) => {
-                    self.entrypoint.hub().stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    self.entrypoint.hub().count_slow_consumer();
                     return false;
                 }
             }

@@ -12,7 +12,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -379,7 +378,7 @@ async fn write<S>(
             Ok(None) => {}
             Ok(Some((code, reason))) => {
                 if code == CloseCode::Again {
-                    entrypoint.hub().stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    entrypoint.hub().count_slow_consumer();
                 }
                 let reason = truncate(&reason, 120);
                 let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
