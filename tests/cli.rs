@@ -10,7 +10,7 @@ fn check_accepts_the_quickstart_config() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let out = Command::new(BIN).args(["check", "--config", "config.toml"]).current_dir(root).output().expect("runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "config.toml: ok (1 entrypoints, 1 endpoints, 1 routes)\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "config.toml: ok (4 entrypoints, 1 endpoints, 5 routes)\n");
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn sighup_reloads_routes_and_refuses_a_broken_file() {
     std::fs::write(&path, &good).expect("write");
     signal(&child, "HUP");
     let reloaded = lines.by_ref().map_while(Result::ok).find(|l| l.contains("routes reloaded")).expect("logged");
-    assert!(reloaded.contains("routes=1"), "{reloaded}");
+    assert!(reloaded.contains("routes=5"), "{reloaded}");
 
     signal(&child, "TERM");
     assert!(child.wait().expect("exits").success());
