@@ -56,7 +56,11 @@ fn check_lists_every_problem_with_its_path() {
 fn start(dir: &std::path::Path) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStderr>>) {
     let path = dir.join("config.toml");
     let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml")).expect("quickstart");
-    let config = config.replace("127.0.0.1:8080", "127.0.0.1:0").replace("127.0.0.1:9090", "127.0.0.1:0");
+    // Only signals reload in these tests: a watcher racing the test's writes would blur what each signal did.
+    let config = config
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9090", "127.0.0.1:0")
+        .replace("[host]\n", "[host]\nreload_poll_ms = 0\n");
     std::fs::write(&path, config).expect("write");
     let mut child = Command::new(BIN)
         .arg("run")

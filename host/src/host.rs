@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use crate::adapter::{AdapterError, AdapterRuntime};
 use crate::admin::{self, Readiness};
 use crate::bus::Bus;
-use crate::config::{self, Config, ConfigError, HostConfig};
+use crate::config::{self, Component, Config, ConfigError, HostConfig};
 use crate::endpoints::{self, EndpointConfig};
 use crate::entrypoints;
 use crate::packet_log::{PacketLog, Sink};
@@ -219,10 +219,23 @@ impl Host {
     /// The problems in the new routes; the running routes stay.
     pub fn reload_routes(&self, new: &Config) -> Result<usize, ConfigError> {
         config::validate_reload(&self.config, &new.routes)?;
+        let kinds = |c: &Config| -> Vec<(String, &'static str)> {
+            let entrypoints = c.entrypoints.iter().map(|(n, e)| (n.clone(), e.type_name()));
+            entrypoints.chain(c.endpoints.iter().map(|(n, e)| (n.clone(), e.type_name()))).collect()
+        };
+        if kinds(&self.config) != kinds(new) {
+            // A truncated or half-written file must not take the routes away: a file
+            // naming other components than the running ones is refused whole.
+            let message = String::from(
+                "the entrypoints and endpoints differ from the running ones (names or types); \
+                 they change only at a restart, so the reload is refused",
+            );
+            return Err(ConfigError { file: None, problems: vec![config::Problem { path: String::new(), message }] });
+        }
         if format!("{:?}{:?}", self.config.entrypoints, self.config.endpoints)
             != format!("{:?}{:?}", new.entrypoints, new.endpoints)
         {
-            tracing::warn!("entrypoint or endpoint changes take effect at the next restart; only routes were reloaded");
+            tracing::warn!("entrypoint or endpoint settings changed; they take effect at the next restart, routes now");
         }
         let previous = self.routes.snapshot();
         let table = RouteTable::build(&self.components, &new.routes, Some(&previous)).map_err(|message| {
