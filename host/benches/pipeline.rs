@@ -202,9 +202,12 @@ impl PipelineBench {
         Self { runtime, bus, source, delivered, goal, reached, published: 0, memory, stop }
     }
 
-    /// Creates and publishes `events` events in rounds of [`ROUND_EVENTS`], waiting
-    /// after each round until the target has recorded every one; returns the time.
-    fn run(&mut self, events: u64) -> Duration {
+    /// Publishes `events` events in rounds of [`ROUND_EVENTS`], waiting after each
+    /// round until the target has recorded every one; returns the time. With
+    /// `premade`, each round's events are made before the clock starts, which leaves
+    /// the cost of the bus and the pipeline alone; otherwise the publisher makes each
+    /// event just before publishing it, as an entrypoint does.
+    fn run(&mut self, events: u64, premade: bool) -> Duration {
         let mut elapsed = Duration::ZERO;
         let mut left = events;
         while left > 0 {
@@ -214,12 +217,20 @@ impl PipelineBench {
             self.goal.store(self.published, Ordering::SeqCst);
             let (bus, source, first) = (self.bus.clone(), self.source, self.published - round);
             let (delivered, goal, reached) = (Arc::clone(&self.delivered), self.published, Arc::clone(&self.reached));
+            let made: Vec<Event> =
+                if premade { (first..goal).map(|i| event(source, i % ORDERING_KEYS)).collect() } else { Vec::new() };
             let started = Instant::now();
             self.runtime.block_on(async move {
                 // The publisher runs on a worker, as an entrypoint's connection task does.
                 let publisher = tokio::spawn(async move {
-                    for i in first..goal {
-                        bus.publish(event(source, i % ORDERING_KEYS)).await.expect("the bus accepts the event");
+                    if premade {
+                        for e in made {
+                            bus.publish(e).await.expect("the bus accepts the event");
+                        }
+                    } else {
+                        for i in first..goal {
+                            bus.publish(event(source, i % ORDERING_KEYS)).await.expect("the bus accepts the event");
+                        }
                     }
                     while delivered.load(Ordering::SeqCst) < goal {
                         reached.notified().await;
@@ -282,9 +293,14 @@ fn event_benches(c: &mut Criterion) {
 fn pipeline_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline");
     group.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
-    for (name, packet_log_on) in [("packet-log-discard", false), ("packet-log-memory", true)] {
+    let variants = [
+        ("create+deliver/packet-log-discard", false, false),
+        ("create+deliver/packet-log-memory", true, false),
+        ("deliver-premade/packet-log-discard", false, true),
+    ];
+    for (name, packet_log_on, premade) in variants {
         let mut bench = PipelineBench::new(packet_log_on);
-        group.bench_function(name, |b| b.iter_custom(|events| bench.run(events)));
+        group.bench_function(name, |b| b.iter_custom(|events| bench.run(events, premade)));
     }
     group.finish();
 }
@@ -489,6 +505,7 @@ fn packet_log_benches(c: &mut Criterion) {
 
 fn report_allocations(kafka: &Adapter, passthrough: &Adapter) {
     const EVENTS: u64 = 50_000;
+    println!("size of an event: {} bytes (moved, not copied on the heap, at each hand-over)", size_of::<Event>());
     let created = allocations_during(|| {
         for i in 0..EVENTS {
             black_box(event(ComponentId(0), i % ORDERING_KEYS));
@@ -498,9 +515,9 @@ fn report_allocations(kafka: &Adapter, passthrough: &Adapter) {
     for (name, packet_log_on) in [("packet log discarded", false), ("packet log to memory", true)] {
         let mut bench = PipelineBench::new(packet_log_on);
         // Warm up: queues, buffers and the sink reach their steady-state capacity.
-        bench.run(3 * ROUND_EVENTS);
+        bench.run(3 * ROUND_EVENTS, false);
         let total = allocations_during(|| {
-            bench.run(EVENTS);
+            bench.run(EVENTS, false);
         });
         println!(
             "allocations per event: create + publish + pipeline + target delivery ({name}): {:.2} \
