@@ -367,6 +367,18 @@ pub async fn start(
         let adapter =
             ctx.adapters.load(name, &e.adapter_source(), adapter::Role::Entrypoint, &e.common.adapter_settings)?;
         ctx.readiness.watch_adapter(adapter.clone());
+        if e.serves_events() && adapter.session_dependent() {
+            // The ring holds frames encoded once for every client; an encoding that
+            // differs per session would need the writers to encode, which they do not.
+            return Err(StartError::Adapter(adapter::AdapterError::Load {
+                name: name.clone(),
+                source_name: e.adapter_source().to_string(),
+                message: String::from(
+                    "declares session-dependent output, which this host does not support on entrypoints that \
+                     serve events: frames are encoded once for all clients",
+                ),
+            }));
+        }
         let hub = e.serves_events().then(|| {
             let ring = e.common.ring.clone().unwrap_or_default();
             let (tx, rx) = tokio::sync::mpsc::channel(ring.queue_capacity);
