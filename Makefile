@@ -9,14 +9,14 @@ export CARGO_TARGET_DIR ?= $(CACHE)/target
 CONFIG ?= config.toml
 BIN := $(CARGO_TARGET_DIR)/release/mediation-host
 
-.PHONY: run test setup build lint unit bench
+.PHONY: run test setup build lint unit browser bench
 
 ## Run the host on the quickstart configuration (no broker needed).
 run: build
 	$(BIN) run --config $(CONFIG)
 
-## Formatting, lints and every test.
-test: lint unit
+## Formatting, lints and every test, the browser test included.
+test: lint unit browser
 
 setup:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
@@ -30,6 +30,10 @@ lint: setup
 
 unit: setup
 	cargo test --release --locked --workspace
+
+## Headless Chromium against the real binary (installs Debian's chromium when missing).
+browser: build
+	bash scripts/browser-test.sh
 
 ## Criterion benchmarks (not part of `make test`: numbers go to docs/benchmarks.md).
 bench: setup
