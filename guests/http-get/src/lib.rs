@@ -57,49 +57,21 @@ impl Adapter for HttpGet {
     }
 
     fn downstream(&self, _ctx: &Context<'_>, item: &Item<'_>, out: &mut BatchBuilder) -> Result<(), ItemError> {
-        let mut body = Vec::with_capacity(item.payload().len() + 64);
-        json::write_event(&mut body, item, self.style);
-        json::client_frame(out, item)?.content_type("application/json").payload(&body);
-        Ok(())
+        json::event_frame(out, item, self.style)
     }
 }
 
-// Only a WebAssembly build exports the component: natively (unit tests) the
-// component export names, which contain `:` and `#`, break the linker's symbol list.
 mediation_adapter_sdk::export_adapter!(HttpGet);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mediation_adapter_sdk::guest::{CallContext, Direction, ErrorKind, run};
-    use mediation_adapter_sdk::{Batch, Kind};
+    use mediation_adapter_sdk::Kind;
+    use mediation_adapter_sdk::guest::testing::{self, Output};
+    use mediation_adapter_sdk::guest::{Direction, ErrorKind};
 
     fn adapter(settings: &[(&str, &str)]) -> Result<HttpGet, String> {
-        let pairs = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        HttpGet::configure(&Settings::new(pairs))
-    }
-
-    /// What one `run` call returned, owned so that tests can read the output batch.
-    struct Output {
-        data: Vec<u8>,
-        index: Vec<u32>,
-        produced: Vec<u32>,
-        errors: Vec<(u32, ErrorKind, String)>,
-    }
-
-    impl Output {
-        fn batch(&self) -> Batch<'_> {
-            Batch::parse(&self.data, &self.index).expect("adapter output is a valid batch")
-        }
-    }
-
-    fn encode(adapter: &HttpGet, direction: Direction, input: BatchBuilder) -> Output {
-        let ctx = CallContext { route: 0, session: None };
-        let (data, index) = input.into_parts();
-        let (out, outcome) = run(adapter, direction, &ctx, &data, &index);
-        let (data, index) = out.into_parts();
-        let errors = outcome.errors.into_iter().map(|e| (e.item, e.kind, e.message)).collect();
-        Output { data, index, produced: outcome.produced, errors }
+        testing::configure(settings)
     }
 
     fn text(bytes: &[u8]) -> &str {
@@ -125,7 +97,7 @@ mod tests {
             .destination("logs")
             .content_type("text/plain; charset=utf-8")
             .payload(b"line one\nline \"two\"");
-        let output = encode(&adapter(&[]).expect("defaults"), Direction::Downstream, input);
+        let output = Output::map(&adapter(&[]).expect("defaults"), Direction::Downstream, input);
         assert_eq!(output.produced, vec![1, 1]);
         assert!(output.errors.is_empty(), "{:?}", output.errors);
         let out = output.batch();
@@ -168,7 +140,7 @@ mod tests {
             .header("trace", &[0xff, 0x00])
             .payload(&[0x01, 0x02, 0x03, 0xfe]);
         input.item(Kind::Data).sequence(4).content_type("application/json").payload(b"{not json");
-        let output = encode(&adapter(&[]).expect("defaults"), Direction::Downstream, input);
+        let output = Output::map(&adapter(&[]).expect("defaults"), Direction::Downstream, input);
         assert_eq!(output.produced, vec![1, 1]);
         let out = output.batch();
         assert_eq!(
@@ -184,7 +156,7 @@ mod tests {
         let mut input = BatchBuilder::default();
         input.item(Kind::Data).sequence(1).header("reply-to", b"inbox").header("bin", &[0xff]).payload(b"hi");
         let no_headers = adapter(&[("include_headers", "false")]).expect("valid setting");
-        let output = encode(&no_headers, Direction::Downstream, input);
+        let output = Output::map(&no_headers, Direction::Downstream, input);
         let out = output.batch();
         assert_eq!(text(out.get(0).payload()), r#"{"seq":1,"data":"hi"}"#);
     }
@@ -194,7 +166,7 @@ mod tests {
         let mut input = BatchBuilder::default();
         input.item(Kind::Resume).sequence(5);
         input.item(Kind::Data).sequence(6).payload(b"ok");
-        let output = encode(&adapter(&[]).expect("defaults"), Direction::Downstream, input);
+        let output = Output::map(&adapter(&[]).expect("defaults"), Direction::Downstream, input);
         assert_eq!(output.produced, vec![0, 1]);
         assert_eq!(
             output.errors,
@@ -206,7 +178,7 @@ mod tests {
 
         let mut input = BatchBuilder::default();
         input.item(Kind::Data).payload(b"{}");
-        let output = encode(&adapter(&[]).expect("defaults"), Direction::Upstream, input);
+        let output = Output::map(&adapter(&[]).expect("defaults"), Direction::Upstream, input);
         assert_eq!(output.produced, vec![0]);
         assert_eq!(
             output.errors,

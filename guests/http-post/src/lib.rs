@@ -260,19 +260,16 @@ impl Request<'_> {
     }
 }
 
-// Only a WebAssembly build exports the component: natively (unit tests) the
-// component export names, which contain `:` and `#`, break the linker's symbol list.
 mediation_adapter_sdk::export_adapter!(HttpPost);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mediation_adapter_sdk::Batch;
-    use mediation_adapter_sdk::guest::{CallContext, Direction, ErrorKind, Session, run};
+    use mediation_adapter_sdk::guest::testing::{self, Output};
+    use mediation_adapter_sdk::guest::{CallContext, Direction, ErrorKind, Session};
 
     fn adapter(settings: &[(&str, &str)]) -> Result<HttpPost, String> {
-        let pairs = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        HttpPost::configure(&Settings::new(pairs))
+        testing::configure(settings)
     }
 
     fn defaults() -> HttpPost {
@@ -297,28 +294,6 @@ mod tests {
         CallContext { route: 0, session: None }
     }
 
-    /// What one `run` call returned, owned so that tests can read the output batch.
-    struct Output {
-        data: Vec<u8>,
-        index: Vec<u32>,
-        produced: Vec<u32>,
-        errors: Vec<(u32, ErrorKind, String)>,
-    }
-
-    impl Output {
-        fn batch(&self) -> Batch<'_> {
-            Batch::parse(&self.data, &self.index).expect("adapter output is a valid batch")
-        }
-    }
-
-    fn map(adapter: &HttpPost, direction: Direction, ctx: &CallContext, input: BatchBuilder) -> Output {
-        let (data, index) = input.into_parts();
-        let (out, outcome) = run(adapter, direction, ctx, &data, &index);
-        let (data, index) = out.into_parts();
-        let errors = outcome.errors.into_iter().map(|e| (e.item, e.kind, e.message)).collect();
-        Output { data, index, produced: outcome.produced, errors }
-    }
-
     /// Posts one body per `(content type, body)` with the defaults and no session.
     fn post(adapter: &HttpPost, bodies: &[(Option<&str>, &[u8])]) -> Output {
         let mut input = BatchBuilder::default();
@@ -329,7 +304,7 @@ mod tests {
                 item.content_type(content_type);
             }
         }
-        map(adapter, Direction::Upstream, &no_session(), input)
+        Output::map(adapter, Direction::Upstream, input)
     }
 
     #[test]
@@ -350,7 +325,7 @@ mod tests {
             &[("TraceParent", "00-trace-01"), ("authorization", "Bearer secret"), ("tracestate", "vendor=1")],
             &[("topic", "ignored")],
         );
-        let output = map(&defaults(), Direction::Upstream, &ctx, input);
+        let output = Output::map_in(&defaults(), Direction::Upstream, &ctx, input);
         assert_eq!(output.produced, vec![1]);
         assert_eq!(output.errors, vec![]);
         let out = output.batch();
@@ -417,7 +392,7 @@ mod tests {
             .content_type("application/x-ndjson")
             .payload(b"{\"a\":1}\r\n\n   \r\n  {\"b\": [2]}  \n\"three\"\n");
         let ctx = session(&[("traceparent", "tp")], &[]);
-        let output = map(&defaults(), Direction::Upstream, &ctx, input);
+        let output = Output::map_in(&defaults(), Direction::Upstream, &ctx, input);
         assert_eq!(output.produced, vec![3]);
         assert_eq!(output.errors, vec![]);
         let out = output.batch();
@@ -591,7 +566,7 @@ mod tests {
             ],
             &[],
         );
-        let output = map(&forwarding, Direction::Upstream, &ctx, input);
+        let output = Output::map_in(&forwarding, Direction::Upstream, &ctx, input);
         assert_eq!(
             output.batch().get(0).headers().collect::<Vec<_>>(),
             vec![("x-tenant-id", &b"t1"[..]), ("x-request-id", &b"r1"[..]), ("x-tenant-region", &b"eu"[..]),]
@@ -600,7 +575,7 @@ mod tests {
         let nothing = adapter(&[("forward_headers", "")]).expect("valid setting");
         let mut input = BatchBuilder::default();
         input.item(Kind::Data).content_type("text/plain").payload(b"hi");
-        let output = map(&nothing, Direction::Upstream, &ctx, input);
+        let output = Output::map_in(&nothing, Direction::Upstream, &ctx, input);
         assert_eq!(output.batch().get(0).headers().len(), 0);
     }
 
@@ -619,7 +594,7 @@ mod tests {
         for (ctx, expected) in cases {
             let mut input = BatchBuilder::default();
             body(&mut input);
-            let output = map(&by_query, Direction::Upstream, &ctx, input);
+            let output = Output::map_in(&by_query, Direction::Upstream, &ctx, input);
             match expected {
                 Ok(destination) => {
                     assert_eq!(output.errors, vec![]);
@@ -633,7 +608,7 @@ mod tests {
 
         let mut input = BatchBuilder::default();
         body(&mut input);
-        let output = map(&defaults(), Direction::Upstream, &session(&[], &[("topic", "x")]), input);
+        let output = Output::map_in(&defaults(), Direction::Upstream, &session(&[], &[("topic", "x")]), input);
         assert_eq!(output.batch().get(0).destination(), Some("default"));
     }
 
@@ -641,7 +616,7 @@ mod tests {
     fn downstream_is_unsupported() {
         let mut input = BatchBuilder::default();
         input.item(Kind::Data).payload(b"{}");
-        let output = map(&defaults(), Direction::Downstream, &no_session(), input);
+        let output = Output::map(&defaults(), Direction::Downstream, input);
         assert_eq!(output.produced, vec![0]);
         assert_eq!(
             output.errors,

@@ -61,11 +61,9 @@
 //! the output keeps the input's flags (binary unless a rule above sets it, ack requested),
 //! sequence and client id: the host tracks items by them.
 
-pub mod amqp;
-
-use amqp::{AddressKind, Addressing};
-use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Role, Settings};
-use mediation_adapter_sdk::{BatchBuilder, Item, ItemWriter, Kind};
+use mediation_adapter_sdk::amqp::{self, AddressKind, Addressing};
+use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Role, Settings, data_only};
+use mediation_adapter_sdk::{BatchBuilder, Item};
 
 /// The annotation Qpid JMS reads the destination type from.
 const DEST_ANNOTATION: &str = ":annotation:x-opt-jms-dest";
@@ -128,7 +126,7 @@ impl Adapter for Jms {
     }
 
     fn upstream(&self, _ctx: &Context<'_>, item: &Item<'_>, out: &mut BatchBuilder) -> Result<(), ItemError> {
-        data_only(item)?;
+        data_only(item, "the JMS endpoint")?;
         let given = item.destination().or(self.destination.as_deref()).ok_or_else(|| {
             ItemError::malformed("no destination: the event has no destination and setting `destination` is unset")
         })?;
@@ -147,7 +145,7 @@ impl Adapter for Jms {
             }
         };
 
-        let mut w = output(out, item);
+        let mut w = out.copy_tracking(item);
         w.binary(!text)
             .destination(&self.addressing.address(kind, name))
             .payload(item.payload())
@@ -163,7 +161,7 @@ impl Adapter for Jms {
     }
 
     fn downstream(&self, _ctx: &Context<'_>, item: &Item<'_>, out: &mut BatchBuilder) -> Result<(), ItemError> {
-        data_only(item)?;
+        data_only(item, "the JMS endpoint")?;
         let (prefixed, name) = match item.destination() {
             Some(address) => self.addressing.split(address),
             None => (None, ""),
@@ -184,7 +182,7 @@ impl Adapter for Jms {
                 _ => item.is_binary(),
             };
 
-        let mut w = output(out, item);
+        let mut w = out.copy_tracking(item);
         w.binary(binary).payload(item.payload());
         if item.destination().is_some() {
             w.destination(name);
@@ -200,53 +198,21 @@ impl Adapter for Jms {
     }
 }
 
-/// Refuses control items (subscribe, ack, ...): they are not records.
-fn data_only(item: &Item<'_>) -> Result<(), ItemError> {
-    match item.kind() {
-        Kind::Data => Ok(()),
-        kind => Err(ItemError::unsupported(format!("the JMS endpoint maps data items only, not {kind:?} items"))),
-    }
-}
-
-/// Starts the output item for `item`, keeping what the host tracks it by: kind, flags
-/// (binary, ack requested), sequence and client id.
-fn output<'b>(out: &'b mut BatchBuilder, item: &Item<'_>) -> ItemWriter<'b> {
-    let mut w = out.item(item.kind());
-    w.flags(item.flags()).sequence(item.sequence());
-    if let Some(client) = item.client_id() {
-        w.client_id(client);
-    }
-    w
-}
-
 mediation_adapter_sdk::export_adapter!(Jms);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mediation_adapter_sdk::Batch;
-    use mediation_adapter_sdk::guest::bindings::mediation::adapter::types::Outcome;
-    use mediation_adapter_sdk::guest::{CallContext, Direction, ErrorKind, run};
+    use mediation_adapter_sdk::guest::testing::{self, errors, map, round_trip};
+    use mediation_adapter_sdk::guest::{Direction, ErrorKind};
+    use mediation_adapter_sdk::{Batch, Kind};
 
     fn jms(settings: &[(&str, &str)]) -> Jms {
         configure(settings).expect("valid settings")
     }
 
     fn configure(settings: &[(&str, &str)]) -> Result<Jms, String> {
-        let pairs = settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        Jms::configure(&Settings::new(pairs))
-    }
-
-    fn map(adapter: &Jms, direction: Direction, input: BatchBuilder) -> (Vec<u8>, Vec<u32>, Outcome) {
-        let (data, index) = input.into_parts();
-        let ctx = CallContext { route: 1, session: None };
-        let (out, outcome) = run(adapter, direction, &ctx, &data, &index);
-        let (data, index) = out.into_parts();
-        (data, index, outcome)
-    }
-
-    fn errors(outcome: &Outcome) -> Vec<(u32, ErrorKind, &str)> {
-        outcome.errors.iter().map(|e| (e.item, e.kind, e.message.as_str())).collect()
+        testing::configure(settings)
     }
 
     /// The destination and the two annotations of the record for one event.
@@ -505,11 +471,7 @@ mod tests {
             .header("correlation-id", b"c1")
             .header("symbol", b"ACME")
             .payload(b"12.5");
-        let (data, index, _) = map(&adapter, Direction::Upstream, input);
-        let records = Batch::parse(&data, &index).expect("output parses");
-        let mut consumed = BatchBuilder::default();
-        consumed.copy(&records.get(0));
-        let (data, index, _) = map(&adapter, Direction::Downstream, consumed);
+        let (data, index, _) = round_trip(&adapter, input);
         let events = Batch::parse(&data, &index).expect("output parses");
         let event = events.get(0);
         assert_eq!(event.id(), Some("e1"));

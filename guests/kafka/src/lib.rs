@@ -50,8 +50,8 @@
 //! the output keeps the input's flags (binary unless a rule above sets it, ack requested),
 //! sequence and client id: the host tracks items by them.
 
-use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Role, Settings};
-use mediation_adapter_sdk::{BatchBuilder, Item, ItemWriter, Kind};
+use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Role, Settings, data_only};
+use mediation_adapter_sdk::{BatchBuilder, Item};
 
 /// The longest topic name Kafka accepts.
 const MAX_TOPIC_CHARS: usize = 249;
@@ -104,7 +104,7 @@ impl Adapter for Kafka {
     }
 
     fn upstream(&self, _ctx: &Context<'_>, item: &Item<'_>, out: &mut BatchBuilder) -> Result<(), ItemError> {
-        data_only(item)?;
+        data_only(item, "the Kafka endpoint")?;
         let topic = match (item.destination(), &self.topic) {
             (Some(destination), _) => destination,
             (None, Some(topic)) => topic,
@@ -117,7 +117,7 @@ impl Adapter for Kafka {
         check_topic(topic).map_err(ItemError::malformed)?;
         let key = item.key().or_else(|| self.key_header.as_deref().and_then(|name| item.header(name)));
 
-        let mut w = output(out, item);
+        let mut w = out.copy_tracking(item);
         w.destination(topic).payload(item.payload());
         if let Some(key) = key {
             w.key(key);
@@ -144,7 +144,7 @@ impl Adapter for Kafka {
     }
 
     fn downstream(&self, _ctx: &Context<'_>, item: &Item<'_>, out: &mut BatchBuilder) -> Result<(), ItemError> {
-        data_only(item)?;
+        data_only(item, "the Kafka endpoint")?;
         let text_header = |name: &str| -> Result<Option<&str>, ItemError> {
             item.header(name)
                 .map(|value| {
@@ -157,7 +157,7 @@ impl Adapter for Kafka {
         let content_type = text_header(&self.content_type_header)?.or(item.content_type());
         let binary = item.is_binary() || std::str::from_utf8(item.payload()).is_err();
 
-        let mut w = output(out, item);
+        let mut w = out.copy_tracking(item);
         w.binary(binary).payload(item.payload());
         if let Some(topic) = item.destination() {
             w.destination(topic);
@@ -189,14 +189,6 @@ impl Adapter for Kafka {
     }
 }
 
-/// Refuses control items (subscribe, ack, ...): they are not records.
-fn data_only(item: &Item<'_>) -> Result<(), ItemError> {
-    match item.kind() {
-        Kind::Data => Ok(()),
-        kind => Err(ItemError::unsupported(format!("the Kafka endpoint maps data items only, not {kind:?} items"))),
-    }
-}
-
 /// Checks a topic name against Kafka's rules.
 fn check_topic(topic: &str) -> Result<(), String> {
     let legal = (1..=MAX_TOPIC_CHARS).contains(&topic.len())
@@ -214,46 +206,22 @@ fn check_topic(topic: &str) -> Result<(), String> {
     }
 }
 
-/// Starts the output item for `item`, keeping what the host tracks it by: kind, flags
-/// (binary, ack requested), sequence and client id.
-fn output<'b>(out: &'b mut BatchBuilder, item: &Item<'_>) -> ItemWriter<'b> {
-    let mut w = out.item(item.kind());
-    w.flags(item.flags()).sequence(item.sequence());
-    if let Some(client) = item.client_id() {
-        w.client_id(client);
-    }
-    w
-}
-
 mediation_adapter_sdk::export_adapter!(Kafka);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mediation_adapter_sdk::Batch;
-    use mediation_adapter_sdk::guest::bindings::mediation::adapter::types::Outcome;
-    use mediation_adapter_sdk::guest::{CallContext, Direction, ErrorKind, run};
+    use mediation_adapter_sdk::guest::testing::{self, errors, map, round_trip};
+    use mediation_adapter_sdk::guest::{Direction, ErrorKind};
     use mediation_adapter_sdk::layout::{FLAG_ACK_REQUESTED, FLAG_BINARY};
+    use mediation_adapter_sdk::{Batch, Kind};
 
     fn kafka(settings: &[(&str, &str)]) -> Kafka {
         configure(settings).expect("valid settings")
     }
 
     fn configure(settings: &[(&str, &str)]) -> Result<Kafka, String> {
-        let pairs = settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        Kafka::configure(&Settings::new(pairs))
-    }
-
-    fn map(adapter: &Kafka, direction: Direction, input: BatchBuilder) -> (Vec<u8>, Vec<u32>, Outcome) {
-        let (data, index) = input.into_parts();
-        let ctx = CallContext { route: 3, session: None };
-        let (out, outcome) = run(adapter, direction, &ctx, &data, &index);
-        let (data, index) = out.into_parts();
-        (data, index, outcome)
-    }
-
-    fn errors(outcome: &Outcome) -> Vec<(u32, ErrorKind, &str)> {
-        outcome.errors.iter().map(|e| (e.item, e.kind, e.message.as_str())).collect()
+        testing::configure(settings)
     }
 
     #[test]
@@ -511,11 +479,7 @@ mod tests {
             .content_type("text/plain")
             .header("correlation-id", b"c1")
             .payload(b"hello");
-        let (data, index, _) = map(&adapter, Direction::Upstream, input);
-        let records = Batch::parse(&data, &index).expect("output parses");
-        let mut consumed = BatchBuilder::default();
-        consumed.copy(&records.get(0));
-        let (data, index, _) = map(&adapter, Direction::Downstream, consumed);
+        let (data, index, _) = round_trip(&adapter, input);
         let events = Batch::parse(&data, &index).expect("output parses");
         let event = events.get(0);
         assert_eq!(event.id(), Some("e1"));

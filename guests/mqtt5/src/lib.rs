@@ -44,10 +44,10 @@
 //! the output keeps the input's flags (binary unless a rule above sets it, ack requested),
 //! sequence and client id: the host tracks items by them.
 
-pub mod properties;
-
-use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Role, Settings};
-use mediation_adapter_sdk::{BatchBuilder, Item, ItemWriter, Kind};
+use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Role, Settings, data_only};
+// The SDK's MQTT 5 property mapping, which the Solace adapter shares.
+use mediation_adapter_sdk::mqtt as properties;
+use mediation_adapter_sdk::{BatchBuilder, Item};
 
 /// Maps events to MQTT 5 PUBLISH records and back.
 #[derive(Debug)]
@@ -88,14 +88,14 @@ impl Adapter for Mqtt5 {
     }
 
     fn upstream(&self, _ctx: &Context<'_>, item: &Item<'_>, out: &mut BatchBuilder) -> Result<(), ItemError> {
-        data_only(item)?;
+        data_only(item, "the MQTT 5 endpoint")?;
         let name = item.destination().or(self.topic.as_deref()).ok_or_else(|| {
             ItemError::malformed("no topic: the event has no destination and setting `topic` is unset")
         })?;
         let topic = format!("{}{name}", self.topic_prefix);
         properties::check_topic_name(&topic).map_err(ItemError::malformed)?;
 
-        let mut w = output(out, item);
+        let mut w = out.copy_tracking(item);
         w.destination(&topic)
             .payload(item.payload())
             .header(":qos", self.qos.as_bytes())
@@ -104,7 +104,7 @@ impl Adapter for Mqtt5 {
     }
 
     fn downstream(&self, _ctx: &Context<'_>, item: &Item<'_>, out: &mut BatchBuilder) -> Result<(), ItemError> {
-        data_only(item)?;
+        data_only(item, "the MQTT 5 endpoint")?;
         let destination = item
             .destination()
             .map(|topic| {
@@ -118,7 +118,7 @@ impl Adapter for Mqtt5 {
             .transpose()?;
         let binary = item.is_binary() || std::str::from_utf8(item.payload()).is_err();
 
-        let mut w = output(out, item);
+        let mut w = out.copy_tracking(item);
         w.binary(binary).payload(item.payload());
         if let Some(destination) = destination {
             w.destination(destination);
@@ -127,53 +127,21 @@ impl Adapter for Mqtt5 {
     }
 }
 
-/// Refuses control items (subscribe, ack, ...): they are not records.
-fn data_only(item: &Item<'_>) -> Result<(), ItemError> {
-    match item.kind() {
-        Kind::Data => Ok(()),
-        kind => Err(ItemError::unsupported(format!("the MQTT 5 endpoint maps data items only, not {kind:?} items"))),
-    }
-}
-
-/// Starts the output item for `item`, keeping what the host tracks it by: kind, flags
-/// (binary, ack requested), sequence and client id.
-fn output<'b>(out: &'b mut BatchBuilder, item: &Item<'_>) -> ItemWriter<'b> {
-    let mut w = out.item(item.kind());
-    w.flags(item.flags()).sequence(item.sequence());
-    if let Some(client) = item.client_id() {
-        w.client_id(client);
-    }
-    w
-}
-
 mediation_adapter_sdk::export_adapter!(Mqtt5);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mediation_adapter_sdk::Batch;
-    use mediation_adapter_sdk::guest::bindings::mediation::adapter::types::Outcome;
-    use mediation_adapter_sdk::guest::{CallContext, Direction, ErrorKind, run};
+    use mediation_adapter_sdk::guest::testing::{self, errors, map, round_trip};
+    use mediation_adapter_sdk::guest::{Direction, ErrorKind};
+    use mediation_adapter_sdk::{Batch, Kind};
 
     fn mqtt(settings: &[(&str, &str)]) -> Mqtt5 {
         configure(settings).expect("valid settings")
     }
 
     fn configure(settings: &[(&str, &str)]) -> Result<Mqtt5, String> {
-        let pairs = settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        Mqtt5::configure(&Settings::new(pairs))
-    }
-
-    fn map(adapter: &Mqtt5, direction: Direction, input: BatchBuilder) -> (Vec<u8>, Vec<u32>, Outcome) {
-        let (data, index) = input.into_parts();
-        let ctx = CallContext { route: 0, session: None };
-        let (out, outcome) = run(adapter, direction, &ctx, &data, &index);
-        let (data, index) = out.into_parts();
-        (data, index, outcome)
-    }
-
-    fn errors(outcome: &Outcome) -> Vec<(u32, ErrorKind, &str)> {
-        outcome.errors.iter().map(|e| (e.item, e.kind, e.message.as_str())).collect()
+        testing::configure(settings)
     }
 
     /// The error of a single event with `destination` and `header`.
@@ -416,11 +384,7 @@ mod tests {
             .header("reply-to", b"replies/me")
             .header("x", b"y")
             .payload(b"hello");
-        let (data, index, _) = map(&adapter, Direction::Upstream, input);
-        let records = Batch::parse(&data, &index).expect("output parses");
-        let mut consumed = BatchBuilder::default();
-        consumed.copy(&records.get(0));
-        let (data, index, _) = map(&adapter, Direction::Downstream, consumed);
+        let (data, index, _) = round_trip(&adapter, input);
         let events = Batch::parse(&data, &index).expect("output parses");
         let event = events.get(0);
         assert_eq!(event.id(), Some("e1"));

@@ -50,8 +50,8 @@
 //! the output keeps the input's flags (binary unless a rule above sets it, ack requested),
 //! sequence and client id: the host tracks items by them.
 
-use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Role, Settings};
-use mediation_adapter_sdk::{BatchBuilder, Item, ItemWriter, Kind};
+use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Role, Settings, data_only};
+use mediation_adapter_sdk::{BatchBuilder, Item};
 
 /// The longest AMQP 0-9-1 short string: one length byte.
 const MAX_SHORT_STRING: usize = 255;
@@ -98,7 +98,7 @@ impl Adapter for RabbitMq {
     }
 
     fn upstream(&self, _ctx: &Context<'_>, item: &Item<'_>, out: &mut BatchBuilder) -> Result<(), ItemError> {
-        data_only(item)?;
+        data_only(item, "the RabbitMQ endpoint")?;
         let routing_key = match (&self.routing_key, item.destination(), item.key()) {
             (Some(routing_key), _, _) => routing_key.as_str(),
             (None, Some(destination), _) => short_string(destination.as_bytes())
@@ -113,7 +113,7 @@ impl Adapter for RabbitMq {
                 ));
             }
         };
-        let mut w = output(out, item);
+        let mut w = out.copy_tracking(item);
         w.destination(&self.exchange)
             .key(routing_key.as_bytes())
             .payload(item.payload())
@@ -149,14 +149,14 @@ impl Adapter for RabbitMq {
     }
 
     fn downstream(&self, _ctx: &Context<'_>, item: &Item<'_>, out: &mut BatchBuilder) -> Result<(), ItemError> {
-        data_only(item)?;
+        data_only(item, "the RabbitMQ endpoint")?;
         let routing_key = item
             .key()
             .map(|key| std::str::from_utf8(key).map_err(|_| ItemError::malformed("the routing key is not UTF-8")))
             .transpose()?;
         let binary = item.is_binary() || std::str::from_utf8(item.payload()).is_err();
 
-        let mut w = output(out, item);
+        let mut w = out.copy_tracking(item);
         w.binary(binary).payload(item.payload());
         if let Some(routing_key) = routing_key {
             w.destination(routing_key);
@@ -191,53 +191,21 @@ fn short_string(value: &[u8]) -> Result<&str, &'static str> {
     Ok(text)
 }
 
-/// Refuses control items (subscribe, ack, ...): they are not records.
-fn data_only(item: &Item<'_>) -> Result<(), ItemError> {
-    match item.kind() {
-        Kind::Data => Ok(()),
-        kind => Err(ItemError::unsupported(format!("the RabbitMQ endpoint maps data items only, not {kind:?} items"))),
-    }
-}
-
-/// Starts the output item for `item`, keeping what the host tracks it by: kind, flags
-/// (binary, ack requested), sequence and client id.
-fn output<'b>(out: &'b mut BatchBuilder, item: &Item<'_>) -> ItemWriter<'b> {
-    let mut w = out.item(item.kind());
-    w.flags(item.flags()).sequence(item.sequence());
-    if let Some(client) = item.client_id() {
-        w.client_id(client);
-    }
-    w
-}
-
 mediation_adapter_sdk::export_adapter!(RabbitMq);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mediation_adapter_sdk::Batch;
-    use mediation_adapter_sdk::guest::bindings::mediation::adapter::types::Outcome;
-    use mediation_adapter_sdk::guest::{CallContext, Direction, ErrorKind, run};
+    use mediation_adapter_sdk::guest::testing::{self, errors, map, round_trip};
+    use mediation_adapter_sdk::guest::{Direction, ErrorKind};
+    use mediation_adapter_sdk::{Batch, Kind};
 
     fn rabbit(settings: &[(&str, &str)]) -> RabbitMq {
         configure(settings).expect("valid settings")
     }
 
     fn configure(settings: &[(&str, &str)]) -> Result<RabbitMq, String> {
-        let pairs = settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        RabbitMq::configure(&Settings::new(pairs))
-    }
-
-    fn map(adapter: &RabbitMq, direction: Direction, input: BatchBuilder) -> (Vec<u8>, Vec<u32>, Outcome) {
-        let (data, index) = input.into_parts();
-        let ctx = CallContext { route: 2, session: None };
-        let (out, outcome) = run(adapter, direction, &ctx, &data, &index);
-        let (data, index) = out.into_parts();
-        (data, index, outcome)
-    }
-
-    fn errors(outcome: &Outcome) -> Vec<(u32, ErrorKind, &str)> {
-        outcome.errors.iter().map(|e| (e.item, e.kind, e.message.as_str())).collect()
+        testing::configure(settings)
     }
 
     #[test]
@@ -466,11 +434,7 @@ mod tests {
             .header("correlation-id", b"c1")
             .header("x", b"y")
             .payload(b"hello");
-        let (data, index, _) = map(&adapter, Direction::Upstream, input);
-        let records = Batch::parse(&data, &index).expect("output parses");
-        let mut consumed = BatchBuilder::default();
-        consumed.copy(&records.get(0));
-        let (data, index, _) = map(&adapter, Direction::Downstream, consumed);
+        let (data, index, _) = round_trip(&adapter, input);
         let events = Batch::parse(&data, &index).expect("output parses");
         let event = events.get(0);
         assert_eq!(event.id(), Some("e1"));

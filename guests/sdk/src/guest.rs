@@ -1,7 +1,10 @@
 //! What a guest component needs: the WIT bindings, the [`Adapter`] trait and the glue
-//! that runs an adapter over a batch, item by item.
+//! that runs an adapter over a batch, item by item. [`testing`] helps adapter crates'
+//! unit tests run an adapter the way the host does.
 
-use crate::layout::{self, BatchBuilder, Item};
+use crate::layout::{self, BatchBuilder, Item, Kind};
+
+pub mod testing;
 
 /// The bindings `wit-bindgen` generates for the `adapter` world.
 #[allow(missing_docs, missing_debug_implementations, unsafe_code, unused_qualifications, clippy::all)]
@@ -176,6 +179,20 @@ pub trait Adapter: Sized + Send + Sync + 'static {
     }
 }
 
+/// Refuses control items (subscribe, unsubscribe, ack, resume) in an adapter that maps
+/// data items only, as most endpoint adapters do: control items are not records.
+/// `adapter` names the adapter in the message (`the Kafka endpoint`).
+///
+/// # Errors
+/// Unsupported for every item that is not a data item, naming the adapter and the
+/// item's kind: `the Kafka endpoint maps data items only, not Subscribe items`.
+pub fn data_only(item: &Item<'_>, adapter: &str) -> Result<(), ItemError> {
+    match item.kind() {
+        Kind::Data => Ok(()),
+        kind => Err(ItemError::unsupported(format!("{adapter} maps data items only, not {kind:?} items"))),
+    }
+}
+
 /// Which of an adapter's two mapping functions a batch goes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -240,7 +257,8 @@ pub fn log(level: u8, message: &str) {
 }
 
 /// Exports `$adapter` (a type implementing [`Adapter`]) as the component's `mapping`
-/// interface. Use it once, in the adapter crate's `lib.rs`.
+/// interface. Use it once, in the adapter crate's `lib.rs`. It expands to nothing
+/// outside WebAssembly, so the crate's unit tests build and link natively.
 #[macro_export]
 macro_rules! export_adapter {
     ($adapter:ty) => {
@@ -322,4 +340,29 @@ pub fn call<A: Adapter>(
     let (out, outcome) = run(adapter, direction, ctx, &input.data, &input.index);
     let (data, index) = out.into_parts();
     (wit::Batch { data, index }, outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Batch;
+
+    #[test]
+    fn data_only_refuses_control_items_naming_the_adapter_and_the_kind() {
+        let mut input = BatchBuilder::default();
+        input.item(Kind::Data).payload(b"record");
+        input.item(Kind::Ack).sequence(3);
+        input.item(Kind::Resume).sequence(4);
+        let (data, index) = input.into_parts();
+        let input = Batch::parse(&data, &index).expect("valid batch");
+        assert_eq!(data_only(&input.get(0), "the Test endpoint"), Ok(()));
+        assert_eq!(
+            data_only(&input.get(1), "the Test endpoint"),
+            Err(ItemError::unsupported("the Test endpoint maps data items only, not Ack items"))
+        );
+        assert_eq!(
+            data_only(&input.get(2), "the Test endpoint"),
+            Err(ItemError::unsupported("the Test endpoint maps data items only, not Resume items"))
+        );
+    }
 }

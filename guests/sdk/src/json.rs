@@ -1,7 +1,8 @@
 //! Encoding helpers the entrypoint adapters share, so that every client protocol
 //! renders an event the same way: an event as one JSON object ([`write_event`]),
-//! JSON strings, standard base64, media-type tests, and the output item that carries
-//! an encoded event back to the host ([`client_frame`]).
+//! JSON strings, standard base64, media-type tests, the output item that carries
+//! an encoded event back to the host ([`client_frame`]), and the two together
+//! ([`event_frame`]).
 //!
 //! The JSON is written by hand rather than through `serde_json::Value` for two
 //! reasons: the fields must come out in a documented order (a `Value` map sorts its
@@ -281,6 +282,20 @@ pub fn client_frame<'b>(out: &'b mut BatchBuilder, item: &Item<'_>) -> Result<It
     Ok(frame)
 }
 
+/// Writes the client frame that carries `item` as one JSON object ([`write_event`] in
+/// `style`): a [`client_frame`] with content type `application/json`, not flagged
+/// binary. HTTP GET responses and WebSocket envelope messages are such frames.
+///
+/// # Errors
+/// Unsupported when `item` is not a data event, as [`client_frame`].
+pub fn event_frame(out: &mut BatchBuilder, item: &Item<'_>, style: EventStyle) -> Result<(), ItemError> {
+    // Room for the payload and the fields around it, so that most events need one allocation.
+    let mut body = Vec::with_capacity(item.payload().len() + 96);
+    write_event(&mut body, item, style);
+    client_frame(out, item)?.content_type("application/json").payload(&body);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,5 +488,32 @@ mod tests {
         assert_eq!(frame.content_type(), None);
         assert_eq!(frame.headers().len(), 0);
         assert_eq!(frame.payload(), b"frame");
+    }
+
+    #[test]
+    fn event_frame_carries_the_event_object_as_json() {
+        let mut input = BatchBuilder::default();
+        input.item(Kind::Data).sequence(4).id("e").client_id("c").destination("t").binary(true).payload(b"x");
+        input.item(Kind::Subscribe).destination("t");
+        let (data, index) = input.into_parts();
+        let batch = Batch::parse(&data, &index).expect("test batch is valid");
+
+        let mut out = BatchBuilder::default();
+        let style = EventStyle { type_tag: Some("message"), headers: false };
+        event_frame(&mut out, &batch.get(0), style).expect("data item");
+        let error = event_frame(&mut out, &batch.get(1), style).expect_err("subscribe item");
+        assert_eq!(error.message, "only data events are sent to clients, not `subscribe` items");
+
+        let (data, index) = out.into_parts();
+        let frames = Batch::parse(&data, &index).expect("output batch is valid");
+        assert_eq!(frames.len(), 1);
+        let frame = frames.get(0);
+        assert_eq!(frame.payload(), br#"{"type":"message","seq":4,"id":"e","topic":"t","data_base64":"eA=="}"#);
+        assert_eq!(frame.content_type(), Some("application/json"));
+        assert!(!frame.is_binary());
+        assert_eq!(
+            (frame.sequence(), frame.id(), frame.client_id(), frame.destination()),
+            (4, Some("e"), Some("c"), Some("t"))
+        );
     }
 }

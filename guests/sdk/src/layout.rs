@@ -482,6 +482,19 @@ impl BatchBuilder {
         w
     }
 
+    /// Starts an item that keeps only what the host tracks `item` by: its kind, its flags
+    /// (binary, ack requested), its sequence and its client id. Every other field is
+    /// absent and the payload empty, for adapters that map the rest field by field, as
+    /// endpoint adapters do between events and broker records.
+    pub fn copy_tracking(&mut self, item: &Item<'_>) -> ItemWriter<'_> {
+        let mut w = self.item(item.kind());
+        w.flags(item.flags()).sequence(item.sequence());
+        if let Some(client_id) = item.client_id() {
+            w.client_id(client_id);
+        }
+        w
+    }
+
     /// The current position, for [`BatchBuilder::rollback`].
     #[must_use]
     pub fn mark(&self) -> Mark {
@@ -698,6 +711,33 @@ mod tests {
         let payloads: Vec<_> = batch.iter().map(|i| i.payload().to_vec()).collect();
         assert_eq!(payloads, vec![b"kept".to_vec(), b"next".to_vec()]);
         assert_eq!(batch.get(1).header("k"), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn copy_tracking_keeps_kind_flags_sequence_and_client_id_only() {
+        let mut input = BatchBuilder::default();
+        input.item(Kind::Data).id("e1").destination("orders").key(b"k").content_type("text/plain").header("h", b"v");
+        input.item(Kind::Unsubscribe).client_id("c9").sequence(4).binary(true).ack_requested().payload(b"p");
+        let (data, index) = input.into_parts();
+        let input = Batch::parse(&data, &index).expect("valid batch");
+
+        let mut b = BatchBuilder::default();
+        b.copy_tracking(&input.get(0)).payload(b"mapped");
+        b.copy_tracking(&input.get(1));
+        let (data, index) = b.into_parts();
+        let out = Batch::parse(&data, &index).expect("valid batch");
+
+        let plain = out.get(0);
+        assert_eq!((plain.kind(), plain.flags(), plain.sequence(), plain.client_id()), (Kind::Data, 0, 0, None));
+        assert_eq!((plain.id(), plain.destination(), plain.key(), plain.content_type()), (None, None, None, None));
+        assert_eq!(plain.headers().len(), 0);
+        assert_eq!(plain.payload(), b"mapped");
+
+        let tracked = out.get(1);
+        assert_eq!(tracked.kind(), Kind::Unsubscribe);
+        assert_eq!(tracked.flags(), Kind::Unsubscribe as u32 | FLAG_BINARY | FLAG_ACK_REQUESTED);
+        assert_eq!((tracked.sequence(), tracked.client_id()), (4, Some("c9")));
+        assert_eq!(tracked.payload(), b"");
     }
 
     #[test]

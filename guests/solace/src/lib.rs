@@ -5,8 +5,8 @@
 //! [`solace_subscription_to_mqtt`].
 //!
 //! Records follow the record convention of `docs/mappings/endpoints.md`. The two transports
-//! share their property mapping with the JMS and MQTT 5 adapters by source (modules [`amqp`]
-//! and [`mqtt`]), because one adapter crate cannot link another.
+//! share their property mapping with the JMS and MQTT 5 adapters through the SDK's modules
+//! [`amqp`] and [`mqtt`].
 //!
 //! # Settings
 //!
@@ -63,17 +63,13 @@
 //! output keeps the input's flags (binary unless a rule above sets it, ack requested),
 //! sequence and client id: the host tracks items by them.
 
-#[path = "../../jms/src/amqp.rs"]
-pub mod amqp;
-#[path = "../../mqtt5/src/properties.rs"]
-pub mod mqtt;
 pub mod topic;
 
 pub use topic::{SubscriptionError, solace_subscription_to_mqtt, solace_topic_matches};
 
-use amqp::{AddressKind, Addressing};
+use mediation_adapter_sdk::amqp::{self, AddressKind, Addressing};
 use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Role, Settings};
-use mediation_adapter_sdk::{BatchBuilder, Item, ItemWriter, Kind};
+use mediation_adapter_sdk::{BatchBuilder, Item, Kind, mqtt};
 
 /// Which protocol the host's client speaks to Solace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +165,7 @@ impl Adapter for Solace {
             )));
         }
         let binary = item.is_binary() || std::str::from_utf8(item.payload()).is_err();
-        let mut w = output(out, item);
+        let mut w = out.copy_tracking(item);
         w.binary(binary).payload(item.payload());
         match self.transport {
             Transport::Amqp => {
@@ -210,7 +206,7 @@ impl Solace {
         }
         .map_err(ItemError::malformed)?;
 
-        let mut w = output(out, item);
+        let mut w = out.copy_tracking(item);
         w.payload(item.payload());
         match self.transport {
             Transport::Amqp => {
@@ -253,20 +249,9 @@ impl Solace {
             if error.is_invalid() { ItemError::malformed(message) } else { ItemError::unsupported(message) }
         })?;
 
-        output(out, item).destination(&destination);
+        out.copy_tracking(item).destination(&destination);
         Ok(())
     }
-}
-
-/// Starts the output item for `item`, keeping what the host tracks it by: kind, flags
-/// (binary, ack requested), sequence and client id.
-fn output<'b>(out: &'b mut BatchBuilder, item: &Item<'_>) -> ItemWriter<'b> {
-    let mut w = out.item(item.kind());
-    w.flags(item.flags()).sequence(item.sequence());
-    if let Some(client) = item.client_id() {
-        w.client_id(client);
-    }
-    w
 }
 
 mediation_adapter_sdk::export_adapter!(Solace);
@@ -275,28 +260,15 @@ mediation_adapter_sdk::export_adapter!(Solace);
 mod tests {
     use super::*;
     use mediation_adapter_sdk::Batch;
-    use mediation_adapter_sdk::guest::bindings::mediation::adapter::types::Outcome;
-    use mediation_adapter_sdk::guest::{CallContext, Direction, ErrorKind, run};
+    use mediation_adapter_sdk::guest::testing::{self, errors, map, round_trip};
+    use mediation_adapter_sdk::guest::{Direction, ErrorKind};
 
     fn solace(settings: &[(&str, &str)]) -> Solace {
         configure(settings).expect("valid settings")
     }
 
     fn configure(settings: &[(&str, &str)]) -> Result<Solace, String> {
-        let pairs = settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        Solace::configure(&Settings::new(pairs))
-    }
-
-    fn map(adapter: &Solace, direction: Direction, input: BatchBuilder) -> (Vec<u8>, Vec<u32>, Outcome) {
-        let (data, index) = input.into_parts();
-        let ctx = CallContext { route: 4, session: None };
-        let (out, outcome) = run(adapter, direction, &ctx, &data, &index);
-        let (data, index) = out.into_parts();
-        (data, index, outcome)
-    }
-
-    fn errors(outcome: &Outcome) -> Vec<(u32, ErrorKind, &str)> {
-        outcome.errors.iter().map(|e| (e.item, e.kind, e.message.as_str())).collect()
+        testing::configure(settings)
     }
 
     /// An event with every field and the well-known headers.
@@ -574,11 +546,7 @@ mod tests {
             let adapter = solace(&[("transport", transport)]);
             let mut input = BatchBuilder::default();
             full_event(&mut input);
-            let (data, index, _) = map(&adapter, Direction::Upstream, input);
-            let records = Batch::parse(&data, &index).expect("output parses");
-            let mut consumed = BatchBuilder::default();
-            consumed.copy(&records.get(0));
-            let (data, index, _) = map(&adapter, Direction::Downstream, consumed);
+            let (data, index, _) = round_trip(&adapter, input);
             let events = Batch::parse(&data, &index).expect("output parses");
             let event = events.get(0);
             assert_eq!(event.id(), Some("e1"), "{transport}");

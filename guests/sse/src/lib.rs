@@ -152,54 +152,24 @@ fn lines(text: &[u8]) -> Vec<&[u8]> {
     lines
 }
 
-// Only a WebAssembly build exports the component: natively (unit tests) the
-// component export names, which contain `:` and `#`, break the linker's symbol list.
 mediation_adapter_sdk::export_adapter!(Sse);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mediation_adapter_sdk::guest::{CallContext, Direction, ErrorKind, run};
-    use mediation_adapter_sdk::{Batch, Kind};
+    use mediation_adapter_sdk::Kind;
+    use mediation_adapter_sdk::guest::testing::{self, Output};
+    use mediation_adapter_sdk::guest::{Direction, ErrorKind};
 
     fn adapter(settings: &[(&str, &str)]) -> Result<Sse, String> {
-        let pairs = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Sse::configure(&Settings::new(pairs))
-    }
-
-    /// What one `run` call returned, owned so that tests can read the output batch.
-    struct Output {
-        data: Vec<u8>,
-        index: Vec<u32>,
-        produced: Vec<u32>,
-        errors: Vec<(u32, ErrorKind, String)>,
-    }
-
-    impl Output {
-        fn batch(&self) -> Batch<'_> {
-            Batch::parse(&self.data, &self.index).expect("adapter output is a valid batch")
-        }
-
-        /// The frame of output item `i`, as text.
-        fn frame(&self, i: usize) -> String {
-            String::from_utf8(self.batch().get(i).payload().to_vec()).expect("SSE frames are UTF-8")
-        }
-    }
-
-    fn encode(adapter: &Sse, direction: Direction, input: BatchBuilder) -> Output {
-        let ctx = CallContext { route: 0, session: None };
-        let (data, index) = input.into_parts();
-        let (out, outcome) = run(adapter, direction, &ctx, &data, &index);
-        let (data, index) = out.into_parts();
-        let errors = outcome.errors.into_iter().map(|e| (e.item, e.kind, e.message)).collect();
-        Output { data, index, produced: outcome.produced, errors }
+        testing::configure(settings)
     }
 
     /// Encodes one data event with `payload` under the default settings and returns its frame.
     fn frame_of(payload: &[u8]) -> String {
         let mut input = BatchBuilder::default();
         input.item(Kind::Data).sequence(1).payload(payload);
-        let output = encode(&adapter(&[]).expect("defaults"), Direction::Downstream, input);
+        let output = Output::map(&adapter(&[]).expect("defaults"), Direction::Downstream, input);
         assert_eq!(output.errors, vec![]);
         output.frame(0)
     }
@@ -217,7 +187,7 @@ mod tests {
             .header("SSE-Event", b"price")
             .header("correlation-id", b"c")
             .payload(br#"{"p":1}"#);
-        let output = encode(&adapter(&[]).expect("defaults"), Direction::Downstream, input);
+        let output = Output::map(&adapter(&[]).expect("defaults"), Direction::Downstream, input);
         assert_eq!(output.produced, vec![1]);
         assert_eq!(output.frame(0), "id: 1234\nevent: price\ndata: {\"p\":1}\n\n");
         let out = output.batch();
@@ -250,7 +220,7 @@ mod tests {
         input.item(Kind::Data).sequence(2).header("sse-event", b"ignored").header("kind", b"update").payload(b"x");
         input.item(Kind::Data).sequence(3).header("kind", b"two\nlines").payload(b"y");
         input.item(Kind::Data).sequence(4).header("kind", &[0xff]).payload(b"z");
-        let output = encode(&custom, Direction::Downstream, input);
+        let output = Output::map(&custom, Direction::Downstream, input);
         assert_eq!(output.produced, vec![1, 0, 0]);
         assert_eq!(output.frame(0), "id: 2\nevent: update\ndata: x\n\n");
         let message = "header `kind` must be one line of UTF-8 text to become the SSE event name";
@@ -268,7 +238,7 @@ mod tests {
         let mut input = BatchBuilder::default();
         input.item(Kind::Data).sequence(5).payload(&[b'o', b'k', 0xc3]);
         input.item(Kind::Data).sequence(6).binary(true).payload(b"utf-8 anyway");
-        let output = encode(&adapter(&[]).expect("defaults"), Direction::Downstream, input);
+        let output = Output::map(&adapter(&[]).expect("defaults"), Direction::Downstream, input);
         assert_eq!(output.produced, vec![0, 1]);
         assert_eq!(
             output.errors,
@@ -291,7 +261,7 @@ mod tests {
         input.item(Kind::Data).sequence(7).header("sse-event", b"blob").payload(&[0xff, 0xfe, b'\n']);
         input.item(Kind::Data).sequence(8).binary(true).payload(b"foobar");
         input.item(Kind::Data).sequence(9).payload(b"plain\ntext");
-        let output = encode(&base64, Direction::Downstream, input);
+        let output = Output::map(&base64, Direction::Downstream, input);
         assert_eq!(output.produced, vec![1, 1, 1]);
         assert_eq!(output.frame(0), "id: 7\nevent: blob\ndata: //4K\n\n");
         assert_eq!(output.frame(1), "id: 8\ndata: Zm9vYmFy\n\n");
@@ -303,7 +273,7 @@ mod tests {
         let mut input = BatchBuilder::default();
         input.item(Kind::Subscribe).destination("a/*");
         input.item(Kind::Data).sequence(10).payload(b"after");
-        let output = encode(&adapter(&[]).expect("defaults"), Direction::Downstream, input);
+        let output = Output::map(&adapter(&[]).expect("defaults"), Direction::Downstream, input);
         assert_eq!(output.produced, vec![0, 1]);
         assert_eq!(
             output.errors,
@@ -317,7 +287,7 @@ mod tests {
 
         let mut input = BatchBuilder::default();
         input.item(Kind::Data).payload(b"hello");
-        let output = encode(&adapter(&[]).expect("defaults"), Direction::Upstream, input);
+        let output = Output::map(&adapter(&[]).expect("defaults"), Direction::Upstream, input);
         assert_eq!(output.produced, vec![0]);
         assert_eq!(
             output.errors,

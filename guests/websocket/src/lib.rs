@@ -139,10 +139,7 @@ impl Adapter for WebSocket {
                 }
             }
             Protocol::Envelope => {
-                let mut body = Vec::with_capacity(item.payload().len() + 96);
-                let style = EventStyle { type_tag: Some("message"), headers: true };
-                json::write_event(&mut body, item, style);
-                json::client_frame(out, item)?.content_type(JSON).payload(&body);
+                json::event_frame(out, item, EventStyle { type_tag: Some("message"), headers: true })?;
             }
         }
         Ok(())
@@ -395,19 +392,16 @@ fn type_of(value: &RawValue) -> &'static str {
     }
 }
 
-// Only a WebAssembly build exports the component: natively (unit tests) the
-// component export names, which contain `:` and `#`, break the linker's symbol list.
 mediation_adapter_sdk::export_adapter!(WebSocket);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mediation_adapter_sdk::Batch;
-    use mediation_adapter_sdk::guest::{CallContext, Direction, ErrorKind, run};
+    use mediation_adapter_sdk::guest::testing::{self, Output};
+    use mediation_adapter_sdk::guest::{Direction, ErrorKind};
 
     fn adapter(settings: &[(&str, &str)]) -> Result<WebSocket, String> {
-        let pairs = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        WebSocket::configure(&Settings::new(pairs))
+        testing::configure(settings)
     }
 
     fn raw() -> WebSocket {
@@ -416,29 +410,6 @@ mod tests {
 
     fn envelope() -> WebSocket {
         adapter(&[("protocol", "envelope")]).expect("valid setting")
-    }
-
-    /// What one `run` call returned, owned so that tests can read the output batch.
-    struct Output {
-        data: Vec<u8>,
-        index: Vec<u32>,
-        produced: Vec<u32>,
-        errors: Vec<(u32, ErrorKind, String)>,
-    }
-
-    impl Output {
-        fn batch(&self) -> Batch<'_> {
-            Batch::parse(&self.data, &self.index).expect("adapter output is a valid batch")
-        }
-    }
-
-    fn map(adapter: &WebSocket, direction: Direction, input: BatchBuilder) -> Output {
-        let ctx = CallContext { route: 0, session: None };
-        let (data, index) = input.into_parts();
-        let (out, outcome) = run(adapter, direction, &ctx, &data, &index);
-        let (data, index) = out.into_parts();
-        let errors = outcome.errors.into_iter().map(|e| (e.item, e.kind, e.message)).collect();
-        Output { data, index, produced: outcome.produced, errors }
     }
 
     /// A text frame from client `c1` on a connection bound to destination `chat`.
@@ -458,7 +429,7 @@ mod tests {
             .binary(true)
             .payload(&[0, 159, 146, 150]);
         input.item(Kind::Data).binary(true).content_type("image/png").payload(&[0x89, b'P']);
-        let output = map(&raw(), Direction::Upstream, input);
+        let output = Output::map(&raw(), Direction::Upstream, input);
         assert_eq!(output.produced, vec![1, 1, 1]);
         assert_eq!(output.errors, vec![]);
         let out = output.batch();
@@ -490,7 +461,7 @@ mod tests {
         let mut input = BatchBuilder::default();
         input.item(Kind::Data).payload(&[b'o', 0xc0, b'k']);
         input.item(Kind::Data).payload(b"fine");
-        let output = map(&raw(), Direction::Upstream, input);
+        let output = Output::map(&raw(), Direction::Upstream, input);
         assert_eq!(output.produced, vec![0, 1]);
         assert_eq!(
             output.errors,
@@ -514,7 +485,7 @@ mod tests {
                      "headers":{"Reply-To":"inbox/c1","correlation-id":"x\"y"},
                      "data": {"b": 1, "a": [2.50, null]}}"#,
             );
-        let output = map(&envelope(), Direction::Upstream, input);
+        let output = Output::map(&envelope(), Direction::Upstream, input);
         assert_eq!(output.produced, vec![1]);
         assert_eq!(output.errors, vec![]);
         let out = output.batch();
@@ -542,7 +513,7 @@ mod tests {
         text(&mut input, r#"{"type":"publish","data":"<a/>","content_type":"application/xml","ack":false}"#);
         text(&mut input, r#"{"type":"publish","data":null}"#);
         text(&mut input, r#"{"type":"publish","data":[1,"two"],"content_type":"application/vnd.x+json"}"#);
-        let output = map(&envelope(), Direction::Upstream, input);
+        let output = Output::map(&envelope(), Direction::Upstream, input);
         assert_eq!(output.produced, vec![1, 1, 1, 1]);
         let out = output.batch();
 
@@ -576,7 +547,7 @@ mod tests {
         text(&mut input, r#" { "topic" : "orders/#", "type" : "unsubscribe" } "#);
         text(&mut input, r#"{"type":"ack","seq":42}"#);
         text(&mut input, r#"{"type":"resume","seq":18446744073709551615}"#);
-        let output = map(&envelope(), Direction::Upstream, input);
+        let output = Output::map(&envelope(), Direction::Upstream, input);
         assert_eq!(output.produced, vec![1, 1, 1, 1]);
         assert_eq!(output.errors, vec![]);
         let out = output.batch();
@@ -636,7 +607,7 @@ mod tests {
         for (frame, _) in cases {
             text(&mut input, frame);
         }
-        let output = map(&envelope(), Direction::Upstream, input);
+        let output = Output::map(&envelope(), Direction::Upstream, input);
         assert_eq!(output.produced, vec![0; cases.len()]);
         let expected: Vec<_> = cases
             .iter()
@@ -652,7 +623,7 @@ mod tests {
         let mut input = BatchBuilder::default();
         input.item(Kind::Data).binary(true).payload(br#"{"type":"ack","seq":1}"#);
         input.item(Kind::Data).payload(b"{\"type\":\"\xff\"}");
-        let output = map(&envelope(), Direction::Upstream, input);
+        let output = Output::map(&envelope(), Direction::Upstream, input);
         assert_eq!(output.produced, vec![0, 0]);
         assert_eq!(
             output.errors,
@@ -698,7 +669,7 @@ mod tests {
                 event.content_type(content_type);
             }
         }
-        let output = map(&raw(), Direction::Downstream, input);
+        let output = Output::map(&raw(), Direction::Downstream, input);
         assert_eq!(output.errors, vec![]);
         let out = output.batch();
         assert_eq!(out.len(), cases.len());
@@ -732,7 +703,7 @@ mod tests {
             .payload(b"{\n  \"qty\": 2,\n  \"sku\": \"A 1\"\n}\n");
         input.item(Kind::Data).sequence(32).content_type("text/plain").payload("tab\there ☃".as_bytes());
         input.item(Kind::Data).sequence(33).destination("blobs").binary(true).payload(&[1, 2, 3, 4]);
-        let output = map(&envelope(), Direction::Downstream, input);
+        let output = Output::map(&envelope(), Direction::Downstream, input);
         assert_eq!(output.produced, vec![1, 1, 1]);
         let out = output.batch();
         let frames: Vec<_> =
@@ -763,7 +734,7 @@ mod tests {
         for adapter in [raw(), envelope()] {
             let mut input = BatchBuilder::default();
             input.item(Kind::Unsubscribe).destination("x");
-            let output = map(&adapter, Direction::Downstream, input);
+            let output = Output::map(&adapter, Direction::Downstream, input);
             assert_eq!(output.produced, vec![0]);
             assert_eq!(
                 output.errors,

@@ -1,11 +1,7 @@
 //! MQTT 5 PUBLISH properties on records: how an event's id, content type and headers
-//! become record fields and `:` properties, and back.
-//!
-//! The Solace adapter's MQTT transport includes this file by source
-//! (`#[path = "../../mqtt5/src/properties.rs"]`). It cannot depend on this crate instead:
-//! every adapter crate exports the component's `mapping` functions, so linking one adapter
-//! into another fails on duplicate symbols. Keep this file free of `crate::` and `super::`
-//! paths so that it compiles in both crates.
+//! become record fields and `:` properties, and back. The record mapping that the
+//! endpoint adapters sending through the host's MQTT 5 client share (MQTT 5, and Solace
+//! over `transport = mqtt`).
 //!
 //! To a record:
 //! - content type → the record's `content_type` (the Content Type property);
@@ -24,8 +20,8 @@
 //! properties → headers. The caller names the other `:` properties it keeps; the rest are
 //! dropped.
 
-use mediation_adapter_sdk::guest::ItemError;
-use mediation_adapter_sdk::{Item, ItemWriter};
+use crate::guest::ItemError;
+use crate::layout::{Item, ItemWriter};
 
 /// The user property that carries the event id.
 pub const ID_PROPERTY: &str = "message-id";

@@ -1,11 +1,8 @@
 //! AMQP 1.0 messages on records: addresses that carry their kind in a prefix
 //! (`queue://orders`, `topic://prices`), message properties and application properties.
-//!
-//! The Solace adapter's AMQP transport includes this file by source
-//! (`#[path = "../../jms/src/amqp.rs"]`). It cannot depend on this crate instead: every
-//! adapter crate exports the component's `mapping` functions, so linking one adapter into
-//! another fails on duplicate symbols. Keep this file free of `crate::` and `super::` paths
-//! so that it compiles in both crates.
+//! The record mapping that the endpoint adapters sending through the host's AMQP 1.0
+//! client share (JMS, and Solace over `transport = amqp`). RabbitMQ's AMQP 0-9-1 is a
+//! different protocol with properties of its own, and does not use this module.
 //!
 //! To a record:
 //! - id → the record's `id` (message-id), content type → `content_type`;
@@ -20,8 +17,8 @@
 //! `correlation-id`, `:reply-to` → `reply-to`, the caller's kept properties under the
 //! caller's names, every other `:` property dropped, application properties → headers.
 
-use mediation_adapter_sdk::guest::ItemError;
-use mediation_adapter_sdk::{Item, ItemWriter};
+use crate::guest::ItemError;
+use crate::layout::{Item, ItemWriter};
 
 /// Whether an address names a queue (point to point) or a topic (publish and subscribe).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
