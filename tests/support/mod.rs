@@ -1,18 +1,27 @@
 //! Helpers shared by the integration tests: a host started from TOML text, a real
-//! HTTP/1.1 client, and the packet log read back as JSON.
+//! HTTP/1.1 client, a streaming Server-Sent Events reader, a WebSocket client, and
+//! the packet log read back as JSON.
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use mediation_host::config::Config;
 use mediation_host::host::Host;
 use mediation_host::packet_log::Sink;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// A running in-process host and what the test needs to observe it.
 pub struct TestHost {
@@ -29,9 +38,15 @@ pub const PORTS: &str = "[host]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.
 impl TestHost {
     /// Starts a host from `toml` (with [`PORTS`] prepended).
     pub async fn start(toml: &str) -> Self {
+        Self::start_with("", toml).await
+    }
+
+    /// Starts a host from `toml`, with `host` (lines of settings) added to the
+    /// `[host]` table that [`PORTS`] opens.
+    pub async fn start_with(host: &str, toml: &str) -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = dir.path().join("config.toml");
-        std::fs::write(&path, format!("{PORTS}{toml}")).expect("config written");
+        std::fs::write(&path, format!("{PORTS}{host}\n{toml}")).expect("config written");
         let config = Config::load(&path).unwrap_or_else(|e| panic!("test config is valid: {e}"));
         let packets = Arc::new(Mutex::new(Vec::new()));
         let host = Host::start(config, Sink::Memory(Arc::clone(&packets))).await.expect("host starts");
@@ -67,6 +82,66 @@ impl TestHost {
     pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
         request(self.listen(), "POST", path, headers, body.into()).await
     }
+
+    /// `GET` `path` on the entrypoint listener.
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        request(self.listen(), "GET", path, headers, Bytes::new()).await
+    }
+
+    /// Polls `/metrics` until `sample` has the value `expected` and returns that
+    /// exposition; panics with the last one after [`WAIT`]. For what the host counts
+    /// asynchronously (lifecycle events travel through the bus).
+    pub async fn await_metric(&self, sample: &str, expected: f64) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let text = self.admin("/metrics").await.text();
+            if metric(&text, sample) == expected {
+                return text;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{sample} did not reach {expected} within {WAIT:?}; last /metrics:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A WebSocket client connected to `path` on the entrypoint listener.
+    pub async fn ws(&self, path: &str) -> WebSocket {
+        self.ws_with(path, &[]).await.unwrap_or_else(|e| panic!("WebSocket handshake on {path}: {e}"))
+    }
+
+    /// A WebSocket handshake on `path` with extra request headers (`Origin`, say).
+    ///
+    /// # Errors
+    /// The handshake's failure; a refusal carries the HTTP response.
+    pub async fn ws_with(&self, path: &str, headers: &[(&str, &str)]) -> Result<WebSocket, WsError> {
+        let mut request = format!("ws://{}{path}", self.listen()).into_client_request().expect("a valid URL");
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).expect("a header name");
+            request.headers_mut().insert(name, HeaderValue::from_str(value).expect("a header value"));
+        }
+        let (socket, response) = within("the WebSocket handshake", tokio_tungstenite::connect_async(request)).await?;
+        assert_eq!(response.status(), 101);
+        Ok(socket)
+    }
+
+    /// A Server-Sent Events stream from `path` on the entrypoint listener.
+    ///
+    /// # Errors
+    /// The whole answer, when it is not 200.
+    pub async fn sse(&self, path: &str, headers: &[(&str, &str)]) -> Result<SseStream, Reply> {
+        SseStream::open(self.listen(), path, headers).await
+    }
+}
+
+/// The bound on every wait for something the host should do promptly; generous,
+/// so that it only ever ends a test that would otherwise hang.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Awaits `future`, panicking when it takes longer than [`WAIT`].
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(WAIT, future).await.unwrap_or_else(|_| panic!("{what} took longer than {WAIT:?}"))
 }
 
 /// An HTTP answer.
@@ -92,7 +167,23 @@ impl Reply {
 
 /// One request on a fresh connection, with a real HTTP/1.1 client.
 pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Bytes) -> Reply {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let response = send(addr, method, path, headers, body).await;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = within("the response body", response.into_body().collect()).await.expect("body").to_bytes();
+    Reply { status, headers, body }
+}
+
+/// Sends one request on a fresh connection and returns the response as soon as its
+/// head arrived, the body still streaming.
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> hyper::Response<hyper::body::Incoming> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
     tokio::spawn(connection);
@@ -100,11 +191,153 @@ pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&st
     for (k, v) in headers {
         builder = builder.header(*k, *v);
     }
-    let response = sender.send_request(builder.body(Full::new(body)).expect("request")).await.expect("response");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.expect("body").to_bytes();
-    Reply { status, headers, body }
+    let request = builder.body(Full::new(body)).expect("request");
+    within("the response head", sender.send_request(request)).await.expect("response")
+}
+
+/// One frame of a Server-Sent Events stream, as sent and parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SseFrame {
+    /// The frame's text, up to and including the blank line that ends it.
+    pub raw: String,
+    /// The `id:` field.
+    pub id: Option<String>,
+    /// The `event:` field.
+    pub event: Option<String>,
+    /// Every `data:` line, in order.
+    pub data: Vec<String>,
+    /// The `retry:` field.
+    pub retry: Option<String>,
+    /// True when the frame holds only comments (`:` lines): a heartbeat.
+    pub comment: bool,
+}
+
+impl SseFrame {
+    fn parse(raw: String) -> Self {
+        let mut frame = Self { comment: true, ..Self::default() };
+        for line in raw.lines().filter(|l| !l.is_empty()) {
+            if line.starts_with(':') {
+                continue;
+            }
+            frame.comment = false;
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
+            match field {
+                "id" => frame.id = Some(value),
+                "event" => frame.event = Some(value),
+                "data" => frame.data.push(value),
+                "retry" => frame.retry = Some(value),
+                other => panic!("unexpected SSE field `{other}` in {raw:?}"),
+            }
+        }
+        frame.raw = raw;
+        frame
+    }
+
+    /// The event's data as an SSE client joins it.
+    pub fn joined(&self) -> String {
+        self.data.join("\n")
+    }
+}
+
+/// A streaming Server-Sent Events response, read frame by frame as the bytes arrive.
+#[derive(Debug)]
+pub struct SseStream {
+    /// The response head.
+    pub headers: hyper::HeaderMap,
+    /// The body, read one chunk at a time.
+    body: hyper::body::Incoming,
+    /// Bytes received but not yet returned as a frame.
+    buffer: Vec<u8>,
+}
+
+impl SseStream {
+    /// Opens the stream.
+    ///
+    /// # Errors
+    /// The whole answer, when it is not 200.
+    pub async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Self, Reply> {
+        let response = send(addr, "GET", path, headers, Bytes::new()).await;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        if status != 200 {
+            let body = within("the response body", response.into_body().collect()).await.expect("body").to_bytes();
+            return Err(Reply { status, headers, body });
+        }
+        Ok(Self { headers, body: response.into_body(), buffer: Vec::new() })
+    }
+
+    /// The next frame, or `None` when the stream ended; panics after [`WAIT`].
+    pub async fn next(&mut self) -> Option<SseFrame> {
+        within("the next SSE frame", self.read_frame()).await
+    }
+
+    /// The next frame that is not a heartbeat comment.
+    pub async fn next_event(&mut self) -> SseFrame {
+        loop {
+            let frame = self.next().await.expect("the SSE stream is still open");
+            if !frame.comment {
+                return frame;
+            }
+        }
+    }
+
+    async fn read_frame(&mut self) -> Option<SseFrame> {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let raw: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                return Some(SseFrame::parse(String::from_utf8(raw).expect("SSE frames are UTF-8")));
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        self.buffer.extend_from_slice(data);
+                    }
+                }
+                Some(Err(e)) => panic!("the SSE body failed: {e}"),
+                None => {
+                    assert!(self.buffer.is_empty(), "the stream ended inside a frame: {:?}", self.buffer);
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// A WebSocket client connection.
+pub type WebSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The next data or close message on `socket` (pings and pongs skipped), or `None`
+/// once the connection ended; panics after [`WAIT`].
+pub async fn ws_next(socket: &mut WebSocket) -> Option<Message> {
+    within("the next WebSocket message", async {
+        loop {
+            match socket.next().await? {
+                Ok(Message::Ping(_) | Message::Pong(_)) => {}
+                Ok(message) => return Some(message),
+                Err(e) => panic!("the WebSocket connection failed: {e}"),
+            }
+        }
+    })
+    .await
+}
+
+/// The next message, which must be a text frame holding JSON.
+pub async fn ws_json(socket: &mut WebSocket) -> serde_json::Value {
+    match ws_next(socket).await {
+        Some(Message::Text(text)) => {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("text frame is JSON ({e}): {text}"))
+        }
+        other => panic!("expected a JSON text frame, got {other:?}"),
+    }
+}
+
+/// The next message, which must be the server's close frame: its code and reason.
+pub async fn ws_close(socket: &mut WebSocket) -> (u16, String) {
+    match ws_next(socket).await {
+        Some(Message::Close(Some(frame))) => (u16::from(frame.code), frame.reason.to_string()),
+        other => panic!("expected a close frame with a code, got {other:?}"),
+    }
 }
 
 /// A Prometheus sample's value, or 0 when absent.

@@ -153,7 +153,11 @@ async fn poll(
             Read::Expired { oldest, missed } => {
                 let body = serde_json::json!({
                     "error": "cursor_expired",
-                    "message": format!("cursor {cursor} is older than the replay window: {missed} events are gone"),
+                    "message": if missed == 0 {
+                        format!("cursor {cursor} was not issued by this replay window (another run or replica)")
+                    } else {
+                        format!("cursor {cursor} is older than the replay window: {missed} events are gone")
+                    },
                     "oldest_cursor": oldest,
                     "missed": missed,
                 });

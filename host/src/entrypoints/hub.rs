@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -151,7 +152,8 @@ pub enum Read {
         /// The cursor to read from next time.
         next: u64,
     },
-    /// The cursor is older than the oldest entry held: `missed` events are gone.
+    /// The cursor is older than the oldest entry held (`missed` events are gone), or
+    /// was not issued by this ring (`missed` is 0: unknown).
     Expired {
         /// The oldest sequence still held (the cursor to resume from).
         oldest: u64,
@@ -191,7 +193,18 @@ impl Hub {
     /// An empty hub for entrypoint `id`.
     #[must_use]
     pub fn new(config: RingConfig, recorder: Arc<Recorder>, id: ComponentId) -> Self {
-        Self { ring: RwLock::new(Ring { next: 1, ..Ring::default() }), head: watch::channel(1).0, config, recorder, id }
+        // Sequences start at the current time in microseconds, so they do not repeat
+        // across restarts: a cursor from an earlier run is older than this ring's
+        // oldest entry and is told so, instead of pointing at unrelated events.
+        let first =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(1));
+        Self {
+            ring: RwLock::new(Ring { next: first, ..Ring::default() }),
+            head: watch::channel(first).0,
+            config,
+            recorder,
+            id,
+        }
     }
 
     /// Counts a client the ring moved past.
@@ -233,6 +246,11 @@ impl Hub {
         let oldest = ring.entries.front().map_or(ring.next, |e| e.sequence);
         if cursor != 0 && cursor < oldest {
             return Read::Expired { oldest, missed: oldest - cursor };
+        }
+        if cursor > ring.next {
+            // Not a cursor this ring issued (another run, another replica): what the
+            // client missed is unknown, so it is told and resumes from the oldest.
+            return Read::Expired { oldest, missed: 0 };
         }
         let start = ring.entries.partition_point(|e| e.sequence < cursor);
         let mut next = cursor.max(oldest);
@@ -481,9 +499,16 @@ mod tests {
         put(&hub, "news", "b", vec![Header::new("lang", "en")]);
         put(&hub, "chat/2", "c", vec![Header::new(TARGET_CLIENT_HEADER, "alice")]);
         let everyone = Filter::default();
-        assert_eq!(frames(&hub, 0, &everyone), (vec!["a", "b"], Read::Ok { next: 4 }), "targeted events skip others");
-        assert_eq!(frames(&hub, 2, &everyone), (vec!["b"], Read::Ok { next: 4 }));
-        assert_eq!(frames(&hub, 4, &everyone), (vec![], Read::Ok { next: 4 }), "nothing new at the head");
+        let first = hub.oldest();
+        let end = first + 3;
+        assert_eq!(frames(&hub, 0, &everyone), (vec!["a", "b"], Read::Ok { next: end }), "targeted events skip others");
+        assert_eq!(frames(&hub, first + 1, &everyone), (vec!["b"], Read::Ok { next: end }));
+        assert_eq!(frames(&hub, end, &everyone), (vec![], Read::Ok { next: end }), "nothing new at the head");
+        assert_eq!(
+            frames(&hub, end + 1, &everyone).1,
+            Read::Expired { oldest: first, missed: 0 },
+            "not from this ring"
+        );
         let alice =
             Filter { client_id: String::from("alice"), topics: vec![String::from("chat/*")], ..Filter::default() };
         assert_eq!(frames(&hub, 0, &alice).0, vec!["a", "c"]);
@@ -499,8 +524,9 @@ mod tests {
         }
         let evicted = hub.recorder.stats(ComponentId(0)).map(|s| s.ring_evictions.load(Ordering::Relaxed));
         assert_eq!(evicted, Some(3));
-        assert_eq!(frames(&hub, 1, &Filter::default()).1, Read::Expired { oldest: 4, missed: 3 });
-        assert_eq!(frames(&hub, 4, &Filter::default()), (vec!["a", "a"], Read::Ok { next: 6 }));
+        let oldest = hub.oldest();
+        assert_eq!(frames(&hub, oldest - 3, &Filter::default()).1, Read::Expired { oldest, missed: 3 });
+        assert_eq!(frames(&hub, oldest, &Filter::default()), (vec!["a", "a"], Read::Ok { next: oldest + 2 }));
 
         let small = hub_with_bytes(2);
         for _ in 0..3 {

@@ -18,7 +18,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::hub::{Feed, Next};
+use super::hub::{Feed, Next, SlowConsumer};
 use super::{Entrypoint, filter_from_query, session};
 use crate::config::Problems;
 use crate::event::EventKind;
@@ -81,9 +81,9 @@ fn open(entrypoint: &Entrypoint, config: &SseConfig, request: Request<Incoming>,
     let hub = Arc::clone(entrypoint.hub());
     let cursor = match last_event_id.as_deref().map(str::trim) {
         None | Some("") => hub.head(),
-        Some(id) => match id.parse::<u64>() {
-            Ok(id) => id + 1,
-            Err(_) => {
+        Some(id) => match id.parse::<u64>().ok().and_then(|id| id.checked_add(1)) {
+            Some(cursor) => cursor,
+            None => {
                 let message = format!("Last-Event-ID `{id}` is not a sequence number this host issued");
                 return json_error(StatusCode::BAD_REQUEST, "bad_cursor", &message);
             }
@@ -127,9 +127,12 @@ impl Client {
         let mut open = self.tx.send(retry).await.is_ok();
         // A client resuming from an id the ring no longer holds is told what it
         // missed, then continues from the oldest event held.
-        let oldest = self.entrypoint.hub().oldest();
-        if open && feed.cursor() < oldest {
-            open = self.tx.send(gap(oldest - feed.cursor(), oldest)).await.is_ok();
+        let (oldest, head) = (self.entrypoint.hub().oldest(), self.entrypoint.hub().head());
+        if open && (feed.cursor() < oldest || feed.cursor() > head) {
+            // Below the ring: those events are gone. Above the head: an id from another
+            // run or replica, so what was missed is unknown (0).
+            let missed = oldest.saturating_sub(feed.cursor());
+            open = self.tx.send(gap(missed, oldest)).await.is_ok();
             feed.seek(oldest);
         }
         while open {
@@ -143,7 +146,7 @@ impl Client {
                 () = self.tx.closed() => break,
             };
             open = match next {
-                Next::Entries(entries) => self.send(&feed, &entries).await,
+                Next::Entries(entries) => self.send(&mut feed, &entries).await,
                 Next::Skipped { missed } => self.tx.send(gap(missed, feed.cursor())).await.is_ok(),
                 Next::Behind { missed } => {
                     // Say why before ending, so the page can tell a drop from a crash.
@@ -157,12 +160,18 @@ impl Client {
     }
 
     /// Sends a batch of frames; false when the client is gone or fell behind while
-    /// the frames waited for room.
-    async fn send(&self, feed: &Feed, entries: &[Arc<super::hub::Entry>]) -> bool {
+    /// the frames waited for room and the policy is `disconnect`. Under `drop_oldest`
+    /// the frames not sent are skipped, and the feed's next read tells the client
+    /// what it missed.
+    async fn send(&self, feed: &mut Feed, entries: &[Arc<super::hub::Entry>]) -> bool {
         for entry in entries {
             tokio::select! {
                 sent = self.tx.send(entry.frame.clone()) => if sent.is_err() { return false },
                 () = feed.overtaken(entry.sequence) => {
+                    if self.entrypoint.hub().slow_consumer() == SlowConsumer::DropOldest {
+                        feed.seek(entry.sequence);
+                        return true;
+                    }
                     self.entrypoint.hub().count_slow_consumer();
                     return false;
                 }

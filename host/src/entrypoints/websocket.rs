@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig as WireConfig};
 use tokio_tungstenite::tungstenite::{Error as WireError, Message, Utf8Bytes};
 
-use super::hub::{Feed, Next};
+use super::hub::{Feed, Next, SlowConsumer};
 use super::{Entrypoint, filter_from_query, ordering_key, session};
 use crate::adapter::{self, CallContext, ErrorKind, Session};
 use crate::bus::BusError;
@@ -39,6 +39,11 @@ use crate::server::{Body, Handler, json_error, respond};
 
 /// Control frames queued for the writer; a client that floods acks waits.
 const OUTBOX_FRAMES: usize = 64;
+
+/// How long the close frame may take to reach the socket. A client that does not
+/// take it in this time has stopped reading (its buffers are full): it is cut off
+/// rather than holding the connection until it reads again.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `type = "websocket"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -123,12 +128,11 @@ fn upgrade(
         Err(response) => return *response,
     };
     let session = session(request.headers(), request.uri(), peer);
-    let cursor = session
-        .query
-        .iter()
-        .find(|(k, _)| k == "cursor")
-        .and_then(|(_, v)| v.parse::<u64>().ok())
-        .unwrap_or_else(|| entrypoint.hub().head());
+    let cursor = match session.query.iter().find(|(k, _)| k == "cursor").map(|(_, v)| v.parse::<u64>()) {
+        None => entrypoint.hub().head(),
+        Some(Ok(cursor)) => cursor,
+        Some(Err(_)) => return json_error(StatusCode::BAD_REQUEST, "bad_cursor", "`cursor` must be a whole number"),
+    };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let (entrypoint, config) = (entrypoint.clone(), Arc::clone(config));
     tokio::spawn(async move {
@@ -192,7 +196,7 @@ impl Connection {
         let (commands, outbox) = mpsc::channel(OUTBOX_FRAMES);
         let feed =
             Feed::new(Arc::clone(self.entrypoint.hub()), cursor, filter_from_query(&self.session.query, &client_id));
-        let writer = tokio::spawn(write(
+        let mut writer = tokio::spawn(write(
             sink,
             feed,
             outbox,
@@ -201,11 +205,19 @@ impl Connection {
         ));
         let idle = Duration::from_millis(self.entrypoint.common.idle_timeout_ms);
         let shutdown = self.entrypoint.ctx.shutdown.accept.clone();
+        let mut writer_done = false;
         loop {
             let message = tokio::select! {
                 message = tokio::time::timeout(idle, stream.next()) => message,
                 () = shutdown.cancelled() => {
                     let _ = commands.send(Command::Close(CloseCode::Away, String::from("the host is shutting down"))).await;
+                    break;
+                }
+                // The writer closed the connection (the client fell behind, or the
+                // socket failed): nothing more can be sent, so stop reading too
+                // rather than hold the connection for a client that may never send.
+                _ = &mut writer => {
+                    writer_done = true;
                     break;
                 }
             };
@@ -225,7 +237,9 @@ impl Connection {
         }
         drop(commands);
         // The writer ends once the reader is gone and its close (if any) is sent.
-        let _ = writer.await;
+        if !writer_done {
+            let _ = writer.await;
+        }
         self.entrypoint.lifecycle(EventKind::Disconnect, &client_id).await;
     }
 
@@ -339,6 +353,17 @@ async fn write<S>(
 {
     let mut ping_timer = tokio::time::interval(ping);
     ping_timer.tick().await;
+    // A resume point outside the ring (evicted, or from another run) is answered with
+    // a gap frame, then the feed continues from the oldest event held.
+    let (oldest, head) = (entrypoint.hub().oldest(), entrypoint.hub().head());
+    if feed.cursor() != 0 && (feed.cursor() < oldest || feed.cursor() > head) {
+        let gap =
+            serde_json::json!({ "type": "gap", "missed": oldest.saturating_sub(feed.cursor()), "resume": oldest });
+        if sink.send(Message::text(gap.to_string())).await.is_err() {
+            return;
+        }
+        feed.seek(oldest);
+    }
     loop {
         let outcome = tokio::select! {
             command = outbox.recv() => match command {
@@ -355,13 +380,15 @@ async fn write<S>(
                     Ok(None)
                 }
                 Some(Command::Resume(after)) => {
-                    feed.seek(after + 1);
+                    feed.seek(after.saturating_add(1));
                     Ok(None)
                 }
                 Some(Command::Close(code, reason)) => Ok(Some((code, reason))),
             },
             next = feed.next() => match next {
-                Next::Entries(entries) => send_entries(&mut sink, &feed, &entries).await,
+                Next::Entries(entries) => {
+                    send_entries(&mut sink, &mut feed, &entries, entrypoint.hub().slow_consumer()).await
+                }
                 Next::Skipped { missed } => {
                     let gap = serde_json::json!({ "type": "gap", "missed": missed, "resume": feed.cursor() });
                     sink.send(Message::text(gap.to_string())).await.map(|()| None)
@@ -381,8 +408,11 @@ async fn write<S>(
                     entrypoint.hub().count_slow_consumer();
                 }
                 let reason = truncate(&reason, 120);
-                let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
-                let _ = sink.close().await;
+                let close = async {
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                    let _ = sink.close().await;
+                };
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
                 return;
             }
             Err(_) => return,
@@ -390,16 +420,22 @@ async fn write<S>(
     }
 }
 
-/// Sends a batch of frames, feeding them all before one flush.
+/// Sends a batch of frames, feeding them all before one flush. When the ring moves
+/// past the batch while the socket is blocked, the client has stopped reading:
+/// under `disconnect` it is closed; under `drop_oldest` the frames not yet handed to
+/// the socket are skipped, and the feed's next read tells the client what it missed.
 async fn send_entries<S>(
     sink: &mut S,
-    feed: &Feed,
+    feed: &mut Feed,
     entries: &[Arc<super::hub::Entry>],
+    policy: SlowConsumer,
 ) -> Result<Option<(CloseCode, String)>, WireError>
 where
     S: futures_util::Sink<Message, Error = WireError> + Unpin,
 {
     let Some(last) = entries.last() else { return Ok(None) };
+    // Frames handed to the socket; they reach the client even if the rest are skipped.
+    let mut fed = 0;
     let send = async {
         for entry in entries {
             // Text frames share the ring's bytes: checking UTF-8 reads them, nothing copies them.
@@ -408,16 +444,24 @@ where
                 _ => Message::Binary(entry.frame.clone()),
             };
             sink.feed(message).await?;
+            fed += 1;
         }
         sink.flush().await
     };
     tokio::select! {
-        sent = send => sent.map(|()| None),
-        () = feed.overtaken(last.sequence) => Ok(Some((
-            CloseCode::Again,
-            format!("stopped reading and fell behind the replay window; resume from {}", feed.cursor()),
-        ))),
+        sent = send => return sent.map(|()| None),
+        () = feed.overtaken(last.sequence) => {}
     }
+    if policy == SlowConsumer::DropOldest {
+        if let Some(unsent) = entries.get(fed) {
+            feed.seek(unsent.sequence);
+        }
+        return Ok(None);
+    }
+    Ok(Some((
+        CloseCode::Again,
+        format!("stopped reading and fell behind the replay window; resume from {}", feed.cursor()),
+    )))
 }
 
 /// `s` cut to at most `max` bytes on a character boundary (close reasons are short).
