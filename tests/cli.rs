@@ -52,15 +52,18 @@ fn check_lists_every_problem_with_its_path() {
     }
 }
 
-/// Starts the binary on the quickstart config with free ports.
-fn start(dir: &std::path::Path) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStderr>>) {
+/// Starts the binary on the quickstart config with free ports, checking the file for
+/// changes every `reload_poll_ms` (0: only signals reload).
+fn start(
+    dir: &std::path::Path,
+    reload_poll_ms: u64,
+) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStderr>>) {
     let path = dir.join("config.toml");
     let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml")).expect("quickstart");
-    // Only signals reload in these tests: a watcher racing the test's writes would blur what each signal did.
     let config = config
         .replace("127.0.0.1:8080", "127.0.0.1:0")
         .replace("127.0.0.1:9090", "127.0.0.1:0")
-        .replace("[host]\n", "[host]\nreload_poll_ms = 0\n");
+        .replace("[host]\n", &format!("[host]\nreload_poll_ms = {reload_poll_ms}\n"));
     std::fs::write(&path, config).expect("write");
     let mut child = Command::new(BIN)
         .arg("run")
@@ -71,6 +74,12 @@ fn start(dir: &std::path::Path) -> (std::process::Child, std::io::Lines<BufReade
         .stdout(Stdio::null())
         .spawn()
         .expect("starts");
+    // A watchdog: a test waiting for a log line that never comes fails instead of hanging.
+    let pid = child.id().to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    });
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let started = lines.by_ref().map_while(Result::ok).any(|l| l.contains("mediation host started"));
     assert!(started, "the host logs that it started");
@@ -86,7 +95,7 @@ fn signal(child: &std::process::Child, name: &str) {
 #[test]
 fn sigterm_shuts_down_cleanly() {
     let dir = tempfile::tempdir().expect("dir");
-    let (mut child, lines) = start(dir.path());
+    let (mut child, lines) = start(dir.path(), 0);
     signal(&child, "TERM");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let exit = child.wait().expect("exits");
@@ -101,7 +110,7 @@ fn sigterm_shuts_down_cleanly() {
 #[test]
 fn sighup_reloads_routes_and_refuses_a_broken_file() {
     let dir = tempfile::tempdir().expect("dir");
-    let (mut child, mut lines) = start(dir.path());
+    let (mut child, mut lines) = start(dir.path(), 0);
     let path = dir.path().join("config.toml");
     let good = std::fs::read_to_string(&path).expect("read");
 
@@ -115,6 +124,22 @@ fn sighup_reloads_routes_and_refuses_a_broken_file() {
     let reloaded = lines.by_ref().map_while(Result::ok).find(|l| l.contains("routes reloaded")).expect("logged");
     assert!(reloaded.contains("routes=5"), "{reloaded}");
 
+    signal(&child, "TERM");
+    assert!(child.wait().expect("exits").success());
+}
+
+/// A change to the file is noticed without a signal and its routes applied.
+#[test]
+fn a_changed_file_reloads_its_routes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (mut child, mut lines) = start(dir.path(), 50);
+    let path = dir.path().join("config.toml");
+    let config = std::fs::read_to_string(&path).expect("read");
+    let fewer = config.replace("[[routes]]\nsource = \"chat\"\ntarget = \"poll\"\n", "");
+    assert_ne!(fewer, config, "the quickstart routes chat to poll");
+    std::fs::write(&path, fewer).expect("write");
+    let reloaded = lines.by_ref().map_while(Result::ok).find(|l| l.contains("routes reloaded")).expect("logged");
+    assert!(reloaded.contains("file change") && reloaded.contains("routes=4"), "{reloaded}");
     signal(&child, "TERM");
     assert!(child.wait().expect("exits").success());
 }

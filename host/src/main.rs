@@ -59,6 +59,7 @@ fn main() -> ExitCode {
 }
 
 fn run(path: PathBuf) -> ExitCode {
+    let loaded = reload::modified(&path);
     let config = match Config::load(&path) {
         Ok(config) => config,
         Err(e) => {
@@ -86,7 +87,7 @@ fn run(path: PathBuf) -> ExitCode {
         let stop_watching = CancellationToken::new();
         let signal = tokio::select! {
             signal = shutdown::signal() => signal,
-            result = reload::watch(&host, path, poll, stop_watching.clone()) => {
+            result = reload::watch(&host, path, poll, loaded, stop_watching.clone()) => {
                 result.map(|()| "reload watcher ended")
             }
         };

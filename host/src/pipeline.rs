@@ -142,10 +142,16 @@ impl Recorder {
 /// keeping their order: an adapter call takes one route.
 pub fn runs_by_route(batch: &mut Vec<Delivery>) -> Vec<(Arc<Route>, Vec<Event>)> {
     let mut runs: Vec<(Arc<Route>, Vec<Event>)> = Vec::new();
+    let total = batch.len();
     for delivery in batch.drain(..) {
         match runs.last_mut() {
             Some((route, events)) if Arc::ptr_eq(route, &delivery.route) => events.push(delivery.event),
-            _ => runs.push((delivery.route, vec![delivery.event])),
+            _ => {
+                // Most batches are one run; size it for the whole batch once.
+                let mut events = Vec::with_capacity(total);
+                events.push(delivery.event);
+                runs.push((delivery.route, events));
+            }
         }
     }
     runs

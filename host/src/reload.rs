@@ -12,13 +12,21 @@ use crate::config::Config;
 use crate::host::Host;
 
 /// Watches `path` (every `poll` when not zero) and SIGHUP until `stop`, reloading the
-/// routes of `host`.
+/// routes of `host`. `loaded` is the file's modification time when the running
+/// configuration was read, so that a change made while the host was starting is
+/// not missed.
 ///
 /// # Errors
 /// When the SIGHUP handler cannot be installed.
-pub async fn watch(host: &Host, path: PathBuf, poll: Duration, stop: CancellationToken) -> std::io::Result<()> {
+pub async fn watch(
+    host: &Host,
+    path: PathBuf,
+    poll: Duration,
+    loaded: Option<SystemTime>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
-    let mut seen = modified(&path);
+    let mut seen = loaded;
     let mut ticker = tokio::time::interval(if poll.is_zero() { Duration::from_secs(3600) } else { poll });
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -38,7 +46,9 @@ pub async fn watch(host: &Host, path: PathBuf, poll: Duration, stop: Cancellatio
     }
 }
 
-fn modified(path: &std::path::Path) -> Option<SystemTime> {
+/// The file's modification time, if it can be read.
+#[must_use]
+pub fn modified(path: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
