@@ -107,7 +107,6 @@ fn allocations_during(work: impl FnOnce()) -> u64 {
     ALLOCATIONS.load(Ordering::SeqCst)
 }
 
-#[allow(clippy::cast_precision_loss)] // Counts far below 2^52.
 fn ratio(allocations: u64, events: u64) -> f64 {
     allocations as f64 / events as f64
 }
@@ -141,7 +140,7 @@ fn events(n: usize) -> Vec<Event> {
 /// A bus, two pipeline workers and one target task wired as the host wires them, on
 /// a 2-worker multi-thread runtime.
 struct PipelineBench {
-    /// Runs the workers, the target and the publisher.
+    /// Runs the workers, the target and the publishers.
     runtime: tokio::runtime::Runtime,
     /// Where events are published.
     bus: Bus,
@@ -149,9 +148,9 @@ struct PipelineBench {
     source: ComponentId,
     /// Deliveries the target has recorded so far.
     delivered: Arc<AtomicU64>,
-    /// The delivery count the publisher waits for.
+    /// The delivery count the current round waits for.
     goal: Arc<AtomicU64>,
-    /// Wakes the publisher once `delivered` reaches `goal`.
+    /// Wakes the round once `delivered` reaches `goal`.
     reached: Arc<Notify>,
     /// Events published so far.
     published: u64,
@@ -203,40 +202,52 @@ impl PipelineBench {
     }
 
     /// Publishes `events` events in rounds of [`ROUND_EVENTS`], waiting after each
-    /// round until the target has recorded every one; returns the time. With
-    /// `premade`, each round's events are made before the clock starts, which leaves
-    /// the cost of the bus and the pipeline alone; otherwise the publisher makes each
-    /// event just before publishing it, as an entrypoint does.
-    fn run(&mut self, events: u64, premade: bool) -> Duration {
+    /// round until the target has recorded every one; returns the time.
+    fn run(&mut self, events: u64, publishers: Publishers) -> Duration {
         let mut elapsed = Duration::ZERO;
         let mut left = events;
         while left > 0 {
             let round = left.min(ROUND_EVENTS);
             left -= round;
+            let first = self.published;
             self.published += round;
-            self.goal.store(self.published, Ordering::SeqCst);
-            let (bus, source, first) = (self.bus.clone(), self.source, self.published - round);
-            let (delivered, goal, reached) = (Arc::clone(&self.delivered), self.published, Arc::clone(&self.reached));
-            let made: Vec<Event> =
-                if premade { (first..goal).map(|i| event(source, i % ORDERING_KEYS)).collect() } else { Vec::new() };
+            let goal = self.published;
+            self.goal.store(goal, Ordering::SeqCst);
+            let source = self.source;
+            let premade: Vec<Event> = match publishers {
+                Publishers::Premade => (first..goal).map(|i| event(source, i % ORDERING_KEYS)).collect(),
+                Publishers::Creating(_) => Vec::new(),
+            };
+            let (delivered, reached) = (Arc::clone(&self.delivered), Arc::clone(&self.reached));
+            let bus = self.bus.clone();
             let started = Instant::now();
             self.runtime.block_on(async move {
-                // The publisher runs on a worker, as an entrypoint's connection task does.
-                let publisher = tokio::spawn(async move {
-                    if premade {
-                        for e in made {
+                // Publishers run on the workers, as entrypoints' connection tasks do.
+                let tasks: Vec<_> = match publishers {
+                    Publishers::Premade => vec![tokio::spawn(async move {
+                        for e in premade {
                             bus.publish(e).await.expect("the bus accepts the event");
                         }
-                    } else {
-                        for i in first..goal {
-                            bus.publish(event(source, i % ORDERING_KEYS)).await.expect("the bus accepts the event");
-                        }
-                    }
-                    while delivered.load(Ordering::SeqCst) < goal {
-                        reached.notified().await;
-                    }
-                });
-                publisher.await.expect("the publisher finishes");
+                    })],
+                    Publishers::Creating(n) => (0..n)
+                        .map(|p| {
+                            let bus = bus.clone();
+                            tokio::spawn(async move {
+                                let stride = usize::try_from(n).unwrap_or(1);
+                                for i in (first + p..goal).step_by(stride) {
+                                    let e = event(source, i % ORDERING_KEYS);
+                                    bus.publish(e).await.expect("the bus accepts the event");
+                                }
+                            })
+                        })
+                        .collect(),
+                };
+                for task in tasks {
+                    task.await.expect("the publisher finishes");
+                }
+                while delivered.load(Ordering::SeqCst) < goal {
+                    reached.notified().await;
+                }
             });
             elapsed += started.elapsed();
             if let Some(memory) = &self.memory {
@@ -246,6 +257,17 @@ impl PipelineBench {
         }
         elapsed
     }
+}
+
+/// Who makes the events and publishes them.
+#[derive(Debug, Clone, Copy)]
+enum Publishers {
+    /// This many tasks, each making its events just before publishing them, as
+    /// entrypoint connections do; together they publish every round's events.
+    Creating(u64),
+    /// One task publishing events made before the clock starts: the cost of the bus,
+    /// the pipeline and the delivery alone.
+    Premade,
 }
 
 impl Drop for PipelineBench {
@@ -294,13 +316,15 @@ fn pipeline_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline");
     group.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
     let variants = [
-        ("create+deliver/packet-log-discard", false, false),
-        ("create+deliver/packet-log-memory", true, false),
-        ("deliver-premade/packet-log-discard", false, true),
+        ("1-publisher-creating/packet-log-discard", false, Publishers::Creating(1)),
+        ("1-publisher-creating/packet-log-memory", true, Publishers::Creating(1)),
+        ("2-publishers-creating/packet-log-discard", false, Publishers::Creating(2)),
+        ("2-publishers-creating/packet-log-memory", true, Publishers::Creating(2)),
+        ("premade-events/packet-log-discard", false, Publishers::Premade),
     ];
-    for (name, packet_log_on, premade) in variants {
+    for (name, packet_log_on, publishers) in variants {
         let mut bench = PipelineBench::new(packet_log_on);
-        group.bench_function(name, |b| b.iter_custom(|events| bench.run(events, premade)));
+        group.bench_function(name, |b| b.iter_custom(|events| bench.run(events, publishers)));
     }
     group.finish();
 }
@@ -515,9 +539,9 @@ fn report_allocations(kafka: &Adapter, passthrough: &Adapter) {
     for (name, packet_log_on) in [("packet log discarded", false), ("packet log to memory", true)] {
         let mut bench = PipelineBench::new(packet_log_on);
         // Warm up: queues, buffers and the sink reach their steady-state capacity.
-        bench.run(3 * ROUND_EVENTS, false);
+        bench.run(3 * ROUND_EVENTS, Publishers::Creating(1));
         let total = allocations_during(|| {
-            bench.run(EVENTS, false);
+            bench.run(EVENTS, Publishers::Creating(1));
         });
         println!(
             "allocations per event: create + publish + pipeline + target delivery ({name}): {:.2} \
