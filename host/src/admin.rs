@@ -183,6 +183,8 @@ fn render(state: &AdminState) -> String {
     per_component(&mut e, "mediation_slow_consumers_total", &|s| load(&s.slow_consumers));
     e.family("mediation_ring_evictions_total", "counter", "Replay ring entries evicted to respect its limits.");
     per_component(&mut e, "mediation_ring_evictions_total", &|s| load(&s.ring_evictions));
+    e.family("mediation_broker_reconnects_total", "counter", "Broker connections re-established after a loss.");
+    per_component(&mut e, "mediation_broker_reconnects_total", &|s| load(&s.reconnects));
     e.family("mediation_connections", "gauge", "Open client connections.");
     per_component(&mut e, "mediation_connections", &|s| s.connections.load(Ordering::Relaxed));
     e.family("process_resident_memory_bytes", "gauge", "Resident memory of the host process.");

@@ -254,6 +254,16 @@ pub enum DeliveryError {
     /// The host shut down or dropped the event before it was confirmed.
     #[error("not delivered: the host is shutting down")]
     ShuttingDown,
+    /// The target cannot be reached (a broker is down or the connection broke), so the
+    /// event was not sent, or its confirmation was lost with the connection. Retrying
+    /// later can help.
+    #[error("{target} is unavailable: {message}")]
+    Unavailable {
+        /// The endpoint.
+        target: String,
+        /// Why, naming the broker (its URL redacted) and the error.
+        message: String,
+    },
 }
 
 impl DeliveryError {
@@ -266,6 +276,7 @@ impl DeliveryError {
             Self::Adapter { .. } => Outcome::AdapterError,
             Self::Target { .. } => Outcome::TargetError,
             Self::ShuttingDown => Outcome::ShuttingDown,
+            Self::Unavailable { .. } => Outcome::Unavailable,
         }
     }
 }

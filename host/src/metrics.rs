@@ -23,12 +23,22 @@ pub enum Outcome {
     TargetError,
     /// Shutdown came before confirmation.
     ShuttingDown,
+    /// The target (a broker) was unreachable, so the event was not sent or its
+    /// confirmation was lost.
+    Unavailable,
 }
 
 impl Outcome {
     /// Every outcome, in label order.
-    pub const ALL: [Self; 6] =
-        [Self::Delivered, Self::Busy, Self::NoRoute, Self::AdapterError, Self::TargetError, Self::ShuttingDown];
+    pub const ALL: [Self; 7] = [
+        Self::Delivered,
+        Self::Busy,
+        Self::NoRoute,
+        Self::AdapterError,
+        Self::TargetError,
+        Self::ShuttingDown,
+        Self::Unavailable,
+    ];
 
     /// The label value.
     #[must_use]
@@ -40,6 +50,7 @@ impl Outcome {
             Self::AdapterError => "adapter_error",
             Self::TargetError => "target_error",
             Self::ShuttingDown => "shutting_down",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -121,6 +132,8 @@ pub struct ComponentStats {
     pub ring_evictions: AtomicU64,
     /// Clients disconnected or skipped ahead because the ring moved past them.
     pub slow_consumers: AtomicU64,
+    /// Broker connections re-established after one was lost (endpoints).
+    pub reconnects: AtomicU64,
 }
 
 /// Writes Prometheus text-format families.

@@ -219,6 +219,7 @@ impl From<&DeliveryError> for Rejection {
             DeliveryError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             DeliveryError::Adapter { .. } => (StatusCode::BAD_GATEWAY, "adapter_error"),
             DeliveryError::Target { .. } => (StatusCode::BAD_GATEWAY, "target_error"),
+            DeliveryError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "target_unavailable"),
         };
         Self::new(status, code, error.to_string())
     }
