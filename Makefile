@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR ?= $(CACHE)/target
 CONFIG ?= config.toml
 BIN := $(CARGO_TARGET_DIR)/release/mediation-host
 
-.PHONY: run test setup build lint unit browser bench
+.PHONY: run test setup build lint unit brokers browser bench
 
 ## Run the host on the quickstart configuration (no broker needed).
 run: build
@@ -28,8 +28,12 @@ lint: setup
 	cargo fmt --all --check
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
 
-unit: setup
+unit: setup brokers
 	cargo test --release --locked --workspace
+
+## The real brokers the broker tests run against (docs/brokers.md); seconds when warm.
+brokers:
+	bash scripts/brokers.sh up rabbitmq
 
 ## Headless Chromium against the real binary (installs Debian's chromium when missing).
 browser: build

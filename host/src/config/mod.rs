@@ -630,7 +630,7 @@ mod tests {
             "#,
         )
         .expect("valid");
-        let EndpointConfig::Memory(memory) = &config.endpoints["e"];
+        let EndpointConfig::Memory(memory) = &config.endpoints["e"] else { panic!("a memory endpoint") };
         assert_eq!(memory.adapter_settings["topic"], "orders");
         assert_eq!(memory.adapter_settings["literal"], "${TOPIC}");
 

@@ -2,6 +2,7 @@
 //! selected by one variant of [`EndpointConfig`].
 
 pub mod memory;
+pub mod rabbitmq;
 
 use serde::Deserialize;
 
@@ -14,6 +15,9 @@ use crate::config::{Component, Problems};
 pub enum EndpointConfig {
     /// Named in-process topics: the quickstart default, needing no broker.
     Memory(memory::MemoryConfig),
+    /// RabbitMQ (AMQP 0-9-1): publishing with confirms, consuming with manual acks.
+    #[serde(rename = "rabbitmq")]
+    RabbitMq(Box<rabbitmq::RabbitMqConfig>),
 }
 
 impl EndpointConfig {
@@ -21,6 +25,7 @@ impl EndpointConfig {
     pub fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
         match self {
             Self::Memory(c) => c.adapter.as_mut(),
+            Self::RabbitMq(c) => Some(&mut c.adapter),
         }
     }
 }
@@ -29,18 +34,21 @@ impl Component for EndpointConfig {
     fn type_name(&self) -> &'static str {
         match self {
             Self::Memory(_) => "memory",
+            Self::RabbitMq(_) => "rabbitmq",
         }
     }
 
     fn adapter(&self) -> Option<&AdapterSource> {
         match self {
             Self::Memory(c) => c.adapter.as_ref(),
+            Self::RabbitMq(c) => Some(&c.adapter),
         }
     }
 
     fn validate(&self, path: &str, problems: &mut Problems) {
         match self {
             Self::Memory(c) => c.validate(path, problems),
+            Self::RabbitMq(c) => c.validate(path, problems),
         }
     }
 }

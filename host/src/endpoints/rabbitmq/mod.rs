@@ -1,0 +1,455 @@
+//! The `rabbitmq` endpoint: AMQP 0-9-1 through `lapin`.
+//!
+//! As a **target** it drains its queue in batches, maps each batch through its adapter
+//! and publishes the records on a channel with publisher confirms, awaiting the
+//! confirms of the whole batch together: an event succeeds only on the broker's ack. A
+//! nack, a message returned as unroutable (`mandatory`), a timeout or a lost
+//! connection fail that event, naming the exchange and routing key. While the broker
+//! is unreachable, deliveries fail at once as *unavailable* (HTTP 503), not after a
+//! timeout.
+//!
+//! As a **source**, only while routes leave the endpoint, it consumes with manual
+//! acks (see `consume.rs`): a message is acked only after every target accepted its
+//! event, and requeued when one did not.
+//!
+//! One supervisor task owns the connection. It connects, opens the publishing channel
+//! and, when consuming, declares and binds the queue; then it reports the endpoint
+//! ready. When anything breaks it reports why on `/readyz`, closes the connection and
+//! builds everything again, with exponential backoff capped at [`MAX_BACKOFF`].
+
+mod config;
+mod consume;
+mod message;
+mod publish;
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::tcp::OwnedTLSConfig;
+use lapin::types::{FieldTable, ShortString};
+use lapin::uri::AMQPUri;
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{ConsumerMode, RabbitMqConfig, TlsConfig, parse_url};
+
+use crate::adapter::{self, Adapter};
+use crate::host::{ComponentContext, StartError};
+use crate::pipeline::TargetSender;
+
+/// The first pause before reconnecting; it doubles on every failure in a row.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest pause between two connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a connected session checks that its connection and channel are alive.
+/// A broken publish wakes the check at once; this bounds how long an idle endpoint
+/// looks ready after the broker went away.
+const HEALTH_TICK: Duration = Duration::from_millis(200);
+/// How long closing a connection may take before it is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the supervisor, the publisher and the consumer share.
+struct Endpoint {
+    /// Everything a component needs from the host.
+    ctx: ComponentContext,
+    /// The endpoint's settings.
+    config: RabbitMqConfig,
+    /// The broker address with the password redacted: the only form logged.
+    url: String,
+    /// The parsed address, password included; never printed.
+    uri: AMQPUri,
+    /// Certificates for `amqps://`.
+    tls: OwnedTLSConfig,
+    /// The mapping, both directions.
+    adapter: Adapter,
+    /// Why the endpoint is not connected, for deliveries that fail fast meanwhile.
+    down_reason: Mutex<String>,
+    /// Woken when a publish finds the session broken, so the supervisor acts at once.
+    broken: Notify,
+    /// The ordering key of everything consumed: one queue keeps one order.
+    ordering_key: u64,
+}
+
+/// One connection and what was opened on it.
+struct Session {
+    /// The connection; closing it closes every channel.
+    connection: Connection,
+    /// The publishing channel, in confirm mode.
+    publisher: Channel,
+    /// Whether this session consumes (set when it was opened).
+    consuming: bool,
+}
+
+impl Session {
+    /// Why the session can no longer serve, if it cannot.
+    fn broken(&self) -> Option<String> {
+        if !self.connection.status().connected() {
+            let how = if self.connection.status().errored() { "failed" } else { "was closed" };
+            return Some(format!("the connection {how}"));
+        }
+        (!self.publisher.status().connected()).then(|| String::from("the broker closed the publishing channel"))
+    }
+}
+
+/// How a served session ended.
+enum Ended {
+    /// The host is stopping.
+    Stop,
+    /// The connection or a channel broke, for this reason.
+    Broken(String),
+    /// Routes from the endpoint appeared or went: consuming starts or stops.
+    RoutesChanged,
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    /// A step of connecting or declaring failed.
+    #[error("{step}: {source}")]
+    Broker {
+        /// What was being done.
+        step: String,
+        /// The client library's error, with the broker's reply code and text.
+        source: lapin::Error,
+    },
+    /// A name the broker would refuse.
+    #[error("{0}")]
+    Name(String),
+    /// The attempt took longer than `connect_timeout_ms`.
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+}
+
+/// Attaches the step to a client library error.
+fn step(what: impl Into<String>) -> impl FnOnce(lapin::Error) -> OpenError {
+    let step = what.into();
+    move |source| OpenError::Broker { step, source }
+}
+
+/// Loads the adapter, starts the supervisor and the publishing task.
+///
+/// # Errors
+/// When the adapter cannot be loaded, the TLS files cannot be read, or routes leave
+/// the endpoint but it has nothing to consume.
+pub fn spawn(ctx: ComponentContext, config: &RabbitMqConfig) -> Result<(TargetSender, JoinHandle<()>), StartError> {
+    let name = ctx.name.to_string();
+    let invalid = |message: String| StartError::Runtime(format!("endpoints.{name}: {message}"));
+    let adapter = ctx.adapters.load(&ctx.name, &config.adapter, adapter::Role::Endpoint, &config.adapter_settings())?;
+    ctx.readiness.watch_adapter(adapter.clone());
+    let uri = parse_url(config.url.expose()).map_err(&invalid)?;
+    let tls = config.tls.load().map_err(|e| invalid(format!("tls: {e}")))?;
+    let routed = !ctx.routes.snapshot().from_source(ctx.id).is_empty();
+    if routed && config.consumer == ConsumerMode::Broadcast && config.bind_exchange.is_none() {
+        return Err(invalid(String::from(
+            "routes leave this endpoint, so it consumes, but it has nothing to consume: set `bind_exchange` \
+             (broadcast), or `consumer = \"shared\"` with `queue`",
+        )));
+    }
+    let url = config.display_url();
+    let queue = match config.consumer {
+        ConsumerMode::Broadcast => format!("mediation.{}.{}", ctx.name, ctx.host.instance_id()),
+        ConsumerMode::Shared => config.queue.clone().unwrap_or_default(),
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&*ctx.name, &queue).hash(&mut hasher);
+    let reason = format!("connecting to {url}");
+    ctx.readiness.report(&ctx.name, Some(reason.clone()));
+    let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity);
+    let endpoint = Arc::new(Endpoint {
+        ordering_key: hasher.finish(),
+        ctx,
+        config: config.clone(),
+        url,
+        uri,
+        tls,
+        adapter,
+        down_reason: Mutex::new(reason),
+        broken: Notify::new(),
+    });
+    let task = async move {
+        let (link, watching) = watch::channel(None);
+        let stop = CancellationToken::new();
+        let supervisor = tokio::spawn(Arc::clone(&endpoint).supervise(link, queue, stop.clone()));
+        // The queue closes in the last shutdown stage, after the bus drained; the
+        // connection stays up until then so that drained deliveries are published.
+        publish::Publisher::new(Arc::clone(&endpoint), watching).run(rx).await;
+        stop.cancel();
+        if let Err(e) = supervisor.await {
+            tracing::error!(endpoint = %endpoint.ctx.name, error = %e, "rabbitmq supervisor failed");
+        }
+    };
+    let span =
+        tracing::info_span!("endpoint", component_kind = "endpoint", component_type = "rabbitmq", component_id = %name);
+    Ok((tx, tokio::spawn(tracing::Instrument::instrument(task, span))))
+}
+
+impl Endpoint {
+    /// Why deliveries fail while disconnected.
+    fn down_reason(&self) -> String {
+        self.down_reason.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Reports the endpoint down (with why) or up, on `/readyz` and to fast failures.
+    fn report(&self, reason: Option<String>) {
+        if let Some(reason) = &reason {
+            reason.clone_into(&mut self.down_reason.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+        self.ctx.readiness.report(&self.ctx.name, reason);
+    }
+
+    /// True when the endpoint should consume: routes leave it, it has a queue to
+    /// consume, and the host is not stopping its sources.
+    fn wants_consumer(&self) -> bool {
+        let can = self.config.consumer == ConsumerMode::Shared || self.config.bind_exchange.is_some();
+        can && !self.ctx.shutdown.sources.is_cancelled()
+            && !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty()
+    }
+
+    /// Connects, serves, and reconnects until `stop`. `link` carries the live session
+    /// to the publisher; `queue` is the queue to consume.
+    async fn supervise(
+        self: Arc<Self>,
+        link: watch::Sender<Option<Arc<Session>>>,
+        queue: String,
+        stop: CancellationToken,
+    ) {
+        let mut backoff = FIRST_BACKOFF;
+        let mut connected_before = false;
+        let mut last_error = String::new();
+        while !stop.is_cancelled() {
+            let consume = self.wants_consumer();
+            let timeout = Duration::from_millis(self.config.connect_timeout_ms);
+            let opened = match tokio::time::timeout(timeout, self.open(consume, &queue)).await {
+                Ok(opened) => opened,
+                Err(_) => Err(OpenError::Timeout(self.config.connect_timeout_ms)),
+            };
+            match opened {
+                Ok((session, consumer)) => {
+                    if connected_before && let Some(stats) = self.ctx.recorder.stats(self.ctx.id) {
+                        stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    connected_before = true;
+                    backoff = FIRST_BACKOFF;
+                    last_error.clear();
+                    self.report(None);
+                    tracing::info!(url = %self.url, consuming = session.consuming, "connected to rabbitmq");
+                    let session = Arc::new(session);
+                    link.send_replace(Some(Arc::clone(&session)));
+                    let ended = self.serve(&session, consumer, &queue, &stop).await;
+                    link.send_replace(None);
+                    match ended {
+                        Ended::Stop => {
+                            close(&session.connection).await;
+                            return;
+                        }
+                        Ended::RoutesChanged => {
+                            tracing::info!("routes from the endpoint changed; reconnecting to start or stop consuming");
+                            self.report(Some(format!("reconnecting to {}: routes changed", self.url)));
+                            close(&session.connection).await;
+                            continue;
+                        }
+                        Ended::Broken(reason) => {
+                            let reason = format!("lost the connection to {}: {reason}", self.url);
+                            tracing::warn!(reason = %reason, "rabbitmq session broke; reconnecting");
+                            self.report(Some(reason));
+                            close(&session.connection).await;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    let reason = format!("not connected to {}: {error}", self.url);
+                    if error == last_error {
+                        tracing::debug!(reason = %reason, retry_in_ms = backoff.as_millis(), "still not connected");
+                    } else {
+                        tracing::warn!(reason = %reason, retry_in_ms = backoff.as_millis(), "cannot connect to rabbitmq");
+                    }
+                    last_error = error;
+                    self.report(Some(reason));
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Connects and opens the publishing channel and, when `consume`, the consumer of
+    /// `queue`, declaring the topology each time (a restarted broker may have lost it).
+    async fn open(&self, consume: bool, queue: &str) -> Result<(Session, Option<lapin::Consumer>), OpenError> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(format!("mediation-host {} {}", self.ctx.host.instance_id(), self.ctx.name).into());
+        let runtime = lapin::runtime::default_runtime().map_err(step("starting the client runtime"))?;
+        let connection = Connection::connect_uri_with_config(self.uri.clone(), properties, self.tls.clone(), runtime)
+            .await
+            .map_err(step("connecting"))?;
+        match self.declare(&connection, consume, queue).await {
+            Ok((publisher, consumer)) => {
+                Ok((Session { connection, publisher, consuming: consumer.is_some() }, consumer))
+            }
+            Err(e) => {
+                close(&connection).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens the channels on `connection` and declares what they use.
+    async fn declare(
+        &self,
+        connection: &Connection,
+        consume: bool,
+        queue: &str,
+    ) -> Result<(Channel, Option<lapin::Consumer>), OpenError> {
+        let publisher = connection.create_channel().await.map_err(step("opening the publishing channel"))?;
+        publisher.confirm_select(ConfirmSelectOptions::default()).await.map_err(step("enabling publisher confirms"))?;
+        if let Some(exchange) = self.config.exchange.as_deref().filter(|e| !e.is_empty()) {
+            // Publishing to a missing exchange would close the channel under every
+            // event of a batch; checking here reports it on `/readyz` instead.
+            let passive = ExchangeDeclareOptions { passive: true, ..ExchangeDeclareOptions::default() };
+            publisher
+                .exchange_declare(name(exchange)?, ExchangeKind::Direct, passive, FieldTable::default())
+                .await
+                .map_err(step(format!("checking exchange `{exchange}`")))?;
+        }
+        if !consume {
+            return Ok((publisher, None));
+        }
+        let channel = match self.config.consumer {
+            ConsumerMode::Broadcast => {
+                let channel = self.consuming_channel(connection).await?;
+                let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+                channel
+                    .queue_declare(name(queue)?, options, FieldTable::default())
+                    .await
+                    .map_err(step(format!("declaring queue `{queue}`")))?;
+                channel
+            }
+            ConsumerMode::Shared => {
+                // An operator's queue may carry arguments (a dead-letter exchange, a
+                // quorum type) that a plain declaration would contradict: use it as it
+                // is, and declare a plain durable queue only when there is none.
+                let channel = self.consuming_channel(connection).await?;
+                let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+                match channel.queue_declare(name(queue)?, passive, FieldTable::default()).await {
+                    Ok(_) => channel,
+                    Err(e) if is_not_found(&e) => {
+                        // The failed check closed that channel.
+                        let channel = self.consuming_channel(connection).await?;
+                        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+                        channel
+                            .queue_declare(name(queue)?, durable, FieldTable::default())
+                            .await
+                            .map_err(step(format!("declaring queue `{queue}`")))?;
+                        channel
+                    }
+                    Err(e) => return Err(step(format!("checking queue `{queue}`"))(e)),
+                }
+            }
+        };
+        if let Some(exchange) = &self.config.bind_exchange {
+            let key = self.config.binding_key.as_deref().unwrap_or("#");
+            channel
+                .queue_bind(
+                    name(queue)?,
+                    name(exchange)?,
+                    name(key)?,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(step(format!("binding queue `{queue}` to exchange `{exchange}` with key `{key}`")))?;
+        }
+        let tag = format!("mediation-host.{}.{}", self.ctx.host.instance_id(), self.ctx.name);
+        let consumer = channel
+            .basic_consume(name(queue)?, name(&tag)?, BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .map_err(step(format!("consuming queue `{queue}`")))?;
+        Ok((publisher, Some(consumer)))
+    }
+
+    /// Opens a channel for consuming, with the prefetch limit.
+    async fn consuming_channel(&self, connection: &Connection) -> Result<Channel, OpenError> {
+        let channel = connection.create_channel().await.map_err(step("opening the consuming channel"))?;
+        channel
+            .basic_qos(self.config.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(step(format!("setting prefetch {}", self.config.prefetch)))?;
+        Ok(channel)
+    }
+
+    /// Serves `session` (the publisher reads it from the link; `consumer` runs here)
+    /// until it breaks, the routes change whether it should consume, or `stop`.
+    async fn serve(
+        self: &Arc<Self>,
+        session: &Session,
+        consumer: Option<lapin::Consumer>,
+        queue: &str,
+        stop: &CancellationToken,
+    ) -> Ended {
+        let mut events = Box::pin(session.connection.events_listener());
+        let mut tick = tokio::time::interval(HEALTH_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let consuming = async {
+            match consumer {
+                Some(consumer) => consume::Consumer::new(Arc::clone(self), queue).run(consumer).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(consuming);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return Ended::Stop,
+                end = &mut consuming => return match end {
+                    consume::End::Broken(reason) => Ended::Broken(reason),
+                    consume::End::RoutesGone => Ended::RoutesChanged,
+                },
+                Some(event) = events.next() => match event {
+                    lapin::Event::Error(e) => return Ended::Broken(e.to_string()),
+                    lapin::Event::ConnectionBlocked(reason) => {
+                        tracing::warn!(reason = %reason, "the broker blocked publishing (resource alarm)");
+                    }
+                    lapin::Event::ConnectionUnblocked => tracing::info!("the broker unblocked publishing"),
+                    _ => {}
+                },
+                () = self.broken.notified() => {}
+                _ = tick.tick() => {}
+            }
+            if let Some(reason) = session.broken() {
+                return Ended::Broken(reason);
+            }
+            if !self.ctx.shutdown.sources.is_cancelled() && self.wants_consumer() != session.consuming {
+                return Ended::RoutesChanged;
+            }
+        }
+    }
+}
+
+/// `value` as an AMQP short string.
+fn name(value: &str) -> Result<ShortString, OpenError> {
+    ShortString::try_new(value).map_err(|_| OpenError::Name(format!("`{value}` is longer than 255 bytes")))
+}
+
+/// True when the broker answered 404 NOT_FOUND.
+fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e) if *e.kind() == AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))
+}
+
+/// Closes `connection`, which requeues whatever was delivered and not acked.
+async fn close(connection: &Connection) {
+    if connection.status().connected() {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "mediation host closing".into())).await;
+    }
+}

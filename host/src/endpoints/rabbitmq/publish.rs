@@ -1,0 +1,171 @@
+//! The target side: drain the queue, map, publish, await the batch's confirms.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::{BoxFuture, FutureExt, join_all};
+use lapin::Confirmation;
+use lapin::options::BasicPublishOptions;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::message::{self, describe};
+use super::{Endpoint, Session};
+use crate::adapter;
+use crate::event::{DeliveryError, Event};
+use crate::pipeline::{Delivery, TargetReceiver, runs_by_route};
+use crate::routing::Route;
+
+/// Publishes what the pipeline delivers to the endpoint.
+pub(super) struct Publisher {
+    /// What the tasks of the endpoint share.
+    endpoint: Arc<Endpoint>,
+    /// The live session, `None` while disconnected.
+    link: watch::Receiver<Option<Arc<Session>>>,
+    /// How long a batch's publishes and confirms may take.
+    confirm_timeout: Duration,
+}
+
+/// One record on its way to the broker.
+struct Pending {
+    /// The record, which carries the event's acknowledgement.
+    record: Event,
+    /// The route it travels on, for the packet log.
+    route: Arc<Route>,
+}
+
+impl Publisher {
+    pub(super) fn new(endpoint: Arc<Endpoint>, link: watch::Receiver<Option<Arc<Session>>>) -> Self {
+        let confirm_timeout = Duration::from_millis(endpoint.config.confirm_timeout_ms);
+        Self { endpoint, link, confirm_timeout }
+    }
+
+    /// Runs until the queue closes (the last stage of shutdown).
+    pub(super) async fn run(self, mut queue: TargetReceiver) {
+        let max_batch = self.endpoint.config.max_batch;
+        let mut batch = Vec::with_capacity(max_batch);
+        let mut log = Vec::new();
+        while queue.recv_many(&mut batch, max_batch).await > 0 {
+            self.handle(&mut batch, &mut log).await;
+            self.endpoint.ctx.recorder.flush(&mut log);
+        }
+    }
+
+    /// Maps `batch`, publishes every record, then awaits all confirms together and
+    /// records each outcome.
+    async fn handle(&self, batch: &mut Vec<Delivery>, log: &mut Vec<u8>) {
+        let recorder = &self.endpoint.ctx.recorder;
+        let mut pending = Vec::with_capacity(batch.len());
+        for (route, events) in runs_by_route(batch) {
+            let ctx = adapter::route_context(route.index);
+            let records = recorder.map_deliveries(
+                &self.endpoint.adapter,
+                adapter::Direction::Upstream,
+                &ctx,
+                &route,
+                events,
+                log,
+            );
+            pending.extend(records.into_iter().map(|record| Pending { record, route: Arc::clone(&route) }));
+        }
+        if pending.is_empty() {
+            return;
+        }
+        let session = self.link.borrow().clone();
+        let Some(session) = session else {
+            // Fail fast: a client waiting on a broker that is down should hear so now.
+            let message = self.endpoint.down_reason();
+            for p in pending {
+                let error = DeliveryError::Unavailable { target: self.target(), message: message.clone() };
+                recorder.finish(p.record, &p.route, Err(error), log);
+            }
+            return;
+        };
+        let deadline = Instant::now() + self.confirm_timeout;
+        let mut confirms = Vec::with_capacity(pending.len());
+        for p in &pending {
+            confirms.push(self.publish(&session, &p.record, deadline).await);
+        }
+        let results = join_all(confirms).await;
+        for (p, result) in pending.into_iter().zip(results) {
+            recorder.finish(p.record, &p.route, result, log);
+        }
+    }
+
+    /// Publishes `record` and returns the future of its outcome: the broker's confirm,
+    /// or an error that is already known.
+    async fn publish(
+        &self,
+        session: &Session,
+        record: &Event,
+        deadline: Instant,
+    ) -> BoxFuture<'static, Result<(), DeliveryError>> {
+        let target = self.target();
+        let outgoing = match message::to_amqp(record, self.endpoint.config.exchange.as_deref().unwrap_or("")) {
+            Ok(outgoing) => outgoing,
+            Err(message) => return std::future::ready(Err(DeliveryError::Target { target, message })).boxed(),
+        };
+        let place = describe(outgoing.exchange.as_str(), outgoing.routing_key.as_str());
+        let options = BasicPublishOptions { mandatory: self.endpoint.config.mandatory, immediate: false };
+        let published = tokio::time::timeout_at(
+            deadline,
+            session.publisher.basic_publish(
+                outgoing.exchange,
+                outgoing.routing_key,
+                options,
+                &record.payload,
+                outgoing.properties,
+            ),
+        )
+        .await;
+        let confirm = match published {
+            Ok(Ok(confirm)) => confirm,
+            Ok(Err(e)) => {
+                self.endpoint.broken.notify_one();
+                let message = format!("{place}: not sent, the connection to {} failed: {e}", self.endpoint.url);
+                return std::future::ready(Err(DeliveryError::Unavailable { target, message })).boxed();
+            }
+            Err(_) => {
+                let message = format!("{place}: not sent within {} ms", self.confirm_timeout.as_millis());
+                return std::future::ready(Err(DeliveryError::Target { target, message })).boxed();
+            }
+        };
+        let timeout_ms = self.confirm_timeout.as_millis();
+        let url = self.endpoint.url.clone();
+        let endpoint = Arc::clone(&self.endpoint);
+        async move {
+            let confirmed = tokio::time::timeout_at(deadline, confirm).await;
+            let failed = |message: String| Err(DeliveryError::Target { target: target.clone(), message });
+            match confirmed {
+                Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+                Ok(Ok(Confirmation::Ack(Some(returned)))) => failed(format!(
+                    "{place}: returned by the broker as unroutable ({} {}): no queue is bound for it",
+                    returned.reply_code, returned.reply_text
+                )),
+                Ok(Ok(Confirmation::Nack(_))) => failed(format!("{place}: refused by the broker (nack)")),
+                Ok(Ok(Confirmation::NotRequested)) => {
+                    failed(format!("{place}: the channel is not in confirm mode, so delivery is unknown"))
+                }
+                // A channel-level refusal: the broker answered for this message.
+                Ok(Err(e)) if e.is_amqp_soft_error() => {
+                    endpoint.broken.notify_one();
+                    failed(format!("{place}: {e}"))
+                }
+                Ok(Err(e)) => {
+                    endpoint.broken.notify_one();
+                    let message = format!("{place}: the connection to {url} failed before the broker confirmed: {e}");
+                    Err(DeliveryError::Unavailable { target, message })
+                }
+                Err(_) => failed(format!(
+                    "{place}: not confirmed by the broker within {timeout_ms} ms; it may or may not have been delivered"
+                )),
+            }
+        }
+        .boxed()
+    }
+
+    /// The endpoint's name, as errors name the target.
+    fn target(&self) -> String {
+        self.endpoint.ctx.name.to_string()
+    }
+}

@@ -1,0 +1,771 @@
+//! The `rabbitmq` endpoint against the real broker that `scripts/brokers.sh up rabbitmq`
+//! starts. The address comes from `MEDIATION_RABBITMQ_URL` (default
+//! `amqp://guest:guest@127.0.0.1:5672/%2f`). A broker that cannot be reached fails the
+//! tests, in CI and out of it: they never skip.
+//!
+//! Every test uses its own exchange, queue and endpoint names. The test that restarts
+//! the broker holds [`BROKER`] exclusively; the others share it.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Empty};
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use mediation_host::config::Config;
+use mediation_host::endpoints::rabbitmq::parse_url;
+use mediation_host::host::Host;
+use mediation_host::packet_log::Sink;
+use support::{Reply, TestHost, metric};
+use tokio::sync::RwLock;
+
+/// Shared by tests that need the broker up; held exclusively by the restart test.
+static BROKER: RwLock<()> = RwLock::const_new(());
+
+fn broker_url() -> String {
+    std::env::var("MEDIATION_RABBITMQ_URL").unwrap_or_else(|_| String::from("amqp://guest:guest@127.0.0.1:5672/%2f"))
+}
+
+/// A unique name for this test run: `<prefix>-<uuid>`.
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// The broker's own client, for setting up and checking what the host did.
+async fn broker() -> (Connection, Channel) {
+    let url = broker_url();
+    let uri = parse_url(&url).unwrap_or_else(|e| panic!("MEDIATION_RABBITMQ_URL: {e}"));
+    let connection =
+        tokio::time::timeout(Duration::from_secs(10), Connection::connect_uri(uri, ConnectionProperties::default()))
+            .await
+            .map_err(|_| String::from("no answer in 10 s"))
+            .and_then(|c| c.map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "RabbitMQ is not reachable at {} ({e}); start it with `scripts/brokers.sh up rabbitmq` \
+                 (tests never skip a missing broker)",
+                    mediation_host::config::redact_url(&url)
+                )
+            });
+    let channel = connection.create_channel().await.expect("a channel");
+    (connection, channel)
+}
+
+fn short(s: &str) -> ShortString {
+    ShortString::try_new(s).expect("a short string")
+}
+
+/// Declares a topic exchange and a queue bound to it with `binding_key`.
+async fn exchange_and_queue(channel: &Channel, durable: bool, binding_key: &str) -> (String, String) {
+    let exchange = unique("mh-test-x");
+    let queue = unique("mh-test-q");
+    let options = ExchangeDeclareOptions { durable, ..Default::default() };
+    channel
+        .exchange_declare(short(&exchange), ExchangeKind::Topic, options, FieldTable::default())
+        .await
+        .expect("exchange");
+    let options = QueueDeclareOptions { durable, ..Default::default() };
+    channel.queue_declare(short(&queue), options, FieldTable::default()).await.expect("queue");
+    channel
+        .queue_bind(
+            short(&queue),
+            short(&exchange),
+            short(binding_key),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("binding");
+    (exchange, queue)
+}
+
+async fn delete(channel: &Channel, exchange: &str, queue: &str) {
+    let _ = channel.queue_delete(short(queue), QueueDeleteOptions::default()).await;
+    let _ = channel.exchange_delete(short(exchange), ExchangeDeleteOptions::default()).await;
+}
+
+/// Takes up to `n` messages from `queue` (acking them), waiting up to `wait` for them.
+async fn take(channel: &Channel, queue: &str, n: usize, wait: Duration) -> Vec<lapin::message::Delivery> {
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    while got.len() < n && Instant::now() < deadline {
+        match channel.basic_get(short(queue), BasicGetOptions { no_ack: true }).await.expect("basic.get") {
+            Some(message) => got.push(message.delivery),
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    got
+}
+
+/// Messages ready in `queue`.
+async fn ready(channel: &Channel, queue: &str) -> u32 {
+    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    channel.queue_declare(short(queue), passive, FieldTable::default()).await.expect("queue exists").message_count()
+}
+
+/// Starts a host from `toml` with its own instance id and free ports.
+async fn start(toml: &str) -> TestHost {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("config.toml");
+    let host = format!(
+        "[host]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ninstance_id = \"{}\"\nreload_poll_ms = 0\n",
+        unique("test")
+    );
+    std::fs::write(&path, format!("{host}{toml}")).expect("config written");
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("test config is valid: {e}"));
+    let packets = Arc::new(Mutex::new(Vec::new()));
+    let host = Host::start(config, Sink::Memory(Arc::clone(&packets))).await.expect("host starts");
+    TestHost { host, packets, dir }
+}
+
+/// Waits until `/readyz` answers `status`; returns its last answer.
+async fn await_ready(t: &TestHost, status: u16, within: Duration) -> Reply {
+    let deadline = Instant::now() + within;
+    loop {
+        let reply = t.admin("/readyz").await;
+        if reply.status == status || Instant::now() > deadline {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn property(p: &Option<ShortString>) -> Option<&str> {
+    p.as_ref().map(ShortString::as_str)
+}
+
+fn header<'a>(delivery: &'a lapin::message::Delivery, name: &str) -> Option<&'a [u8]> {
+    match delivery.properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(s.as_bytes()),
+        other => panic!("header {name} is not a long string: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_is_answered_202_only_once_confirmed_and_arrives_whole_and_in_order() {
+    let _broker = BROKER.read().await;
+    let (_connection, channel) = broker().await;
+    let (exchange, queue) = exchange_and_queue(&channel, false, "orders.#").await;
+    let t = start(&format!(
+        r#"
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+        destination = "orders.eu"
+        adapter_settings = {{ forward_headers = "correlation-id,x-tenant,traceparent", content_types = "*/*" }}
+
+        [endpoints.rmq]
+        type = "rabbitmq"
+        url = "{url}"
+        exchange = "{exchange}"
+
+        [[routes]]
+        source = "ingest"
+        target = "rmq"
+        "#,
+        url = broker_url()
+    ))
+    .await;
+    let ready = await_ready(&t, 200, Duration::from_secs(10)).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+
+    let binary: Vec<u8> = (0..=255).collect();
+    let reply = t
+        .post(
+            "/ingest",
+            &[
+                ("content-type", "application/octet-stream"),
+                ("idempotency-key", "order-0"),
+                ("correlation-id", "corr-0"),
+                ("x-tenant", "acme"),
+            ],
+            binary.clone(),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    for i in 1..20 {
+        let key = format!("order-{i}");
+        let body = format!("{{\"n\":{i},\"text\":\"grüße\"}}");
+        let reply = t.post("/ingest", &[("content-type", "application/json"), ("idempotency-key", &key)], body).await;
+        assert_eq!(reply.status, 202, "{}", reply.text());
+        assert_eq!(reply.json()["ids"], serde_json::json!([key]));
+    }
+
+    let got = take(&channel, &queue, 20, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 20, "every confirmed POST is in the queue");
+    let first = &got[0];
+    assert_eq!(first.data, binary, "bytes arrive exactly");
+    assert_eq!(first.exchange.as_str(), exchange);
+    assert_eq!(first.routing_key.as_str(), "orders.eu");
+    assert_eq!(property(first.properties.message_id()), Some("order-0"), "the Idempotency-Key is the message id");
+    assert_eq!(property(first.properties.content_type()), Some("application/octet-stream"));
+    assert_eq!(property(first.properties.correlation_id()), Some("corr-0"), "correlation-id is the AMQP property");
+    assert_eq!(*first.properties.delivery_mode(), Some(2), "persistent by default");
+    assert_eq!(header(first, "x-tenant"), Some(&b"acme"[..]), "user headers go into the headers table");
+    assert_eq!(header(first, "correlation-id"), None, "a property is not also a header");
+    for (i, message) in got.iter().enumerate().skip(1) {
+        assert_eq!(property(message.properties.message_id()), Some(format!("order-{i}").as_str()), "in order");
+        assert_eq!(property(message.properties.content_type()), Some("application/json"));
+        assert_eq!(message.data, format!("{{\"n\":{i},\"text\":\"grüße\"}}").into_bytes());
+    }
+    let packets = t.packets();
+    assert_eq!(packets.len(), 20);
+    assert!(packets.iter().all(|p| p["outcome"] == "delivered" && p["target"] == "rmq"), "{packets:?}");
+    t.host.shutdown().await;
+    delete(&channel, &exchange, &queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unroutable_post_fails_naming_the_exchange_and_key_and_a_missing_exchange_is_unavailable() {
+    let _broker = BROKER.read().await;
+    let (_connection, channel) = broker().await;
+    let (exchange, queue) = exchange_and_queue(&channel, false, "bound.#").await;
+    let missing = unique("mh-test-missing");
+    let t = start(&format!(
+        r#"
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+        destination = "nobody.listens"
+
+        [entrypoints.lost]
+        type = "http_post"
+        path = "/lost"
+        destination = "anything"
+
+        [endpoints.rmq]
+        type = "rabbitmq"
+        url = "{url}"
+        exchange = "{exchange}"
+
+        [endpoints.nowhere]
+        type = "rabbitmq"
+        url = "{url}"
+        exchange = "{missing}"
+
+        [[routes]]
+        source = "ingest"
+        target = "rmq"
+
+        [[routes]]
+        source = "lost"
+        target = "nowhere"
+        "#,
+        url = broker_url()
+    ))
+    .await;
+    let text = [("content-type", "text/plain")];
+
+    // Mandatory publishing: the broker returns the message, and the POST fails.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let unroutable = loop {
+        let reply = t.post("/ingest", &text, "no queue wants this").await;
+        if reply.status != 503 || Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await; // `rmq` is still connecting
+    };
+    assert_eq!(unroutable.status, 502, "{}", unroutable.text());
+    let body = unroutable.json();
+    assert_eq!(body["error"], "target_error");
+    let message = body["message"].as_str().expect("a message");
+    assert!(
+        message.contains(&format!("exchange `{exchange}`, routing key `nobody.listens`"))
+            && message.contains("unroutable"),
+        "{message}"
+    );
+    assert_eq!(ready(&channel, &queue).await, 0);
+
+    // `nowhere` never gets ready: its exchange does not exist. Its POSTs fail at once.
+    let unready = await_ready(&t, 503, Duration::from_secs(10)).await;
+    let problems = unready.json()["problems"].to_string();
+    assert!(
+        problems.contains(&format!("checking exchange `{missing}`")) && problems.contains("NOT-FOUND"),
+        "{problems}"
+    );
+    assert!(problems.contains("nowhere: not connected to amqp://guest:[redacted]@"), "{problems}");
+    assert!(!problems.contains("rmq:"), "`rmq` itself is connected: {problems}");
+    let started = Instant::now();
+    let lost = t.post("/lost", &text, "x").await;
+    assert!(started.elapsed() < Duration::from_secs(1), "fails fast, took {:?}", started.elapsed());
+    assert_eq!(lost.status, 503, "{}", lost.text());
+    assert_eq!(lost.json()["error"], "target_unavailable");
+    assert!(lost.text().contains("nowhere is unavailable") && lost.text().contains("NOT-FOUND"), "{}", lost.text());
+
+    let packets = t.packets();
+    let outcomes: Vec<_> = packets.iter().filter_map(|p| p["outcome"].as_str()).collect();
+    assert!(outcomes.contains(&"target_error") && outcomes.contains(&"unavailable"), "{outcomes:?}");
+    t.host.shutdown().await;
+    delete(&channel, &exchange, &queue).await;
+}
+
+/// A streaming SSE client: a real HTTP/1.1 connection read frame by frame.
+struct Sse {
+    body: hyper::body::Incoming,
+    buffer: String,
+}
+
+impl Sse {
+    async fn open(t: &TestHost, path: &str) -> Self {
+        let stream = tokio::net::TcpStream::connect(t.listen()).await.expect("connect");
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+        tokio::spawn(connection);
+        let request = hyper::Request::get(path)
+            .header("host", t.listen().to_string())
+            .header("accept", "text/event-stream")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        assert_eq!(response.status(), 200);
+        Self { body: response.into_body(), buffer: String::new() }
+    }
+
+    /// The data of the next event (its `data:` lines joined by `\n`).
+    async fn next_data(&mut self) -> String {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let data: Vec<&str> = frame.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+                if !data.is_empty() {
+                    return data.join("\n");
+                }
+                continue;
+            }
+            let frame = self.body.frame().await.expect("the stream stays open").expect("a frame");
+            if let Ok(data) = frame.into_data() {
+                self.buffer.push_str(std::str::from_utf8(&data).expect("SSE is UTF-8"));
+            }
+        }
+    }
+}
+
+async fn publish(channel: &Channel, exchange: &str, key: &str, payload: &[u8], properties: BasicProperties) {
+    let confirm = channel
+        .basic_publish(short(exchange), short(key), BasicPublishOptions::default(), payload, properties)
+        .await
+        .expect("published");
+    confirm.await.expect("sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_messages_reach_sse_clients_exactly_and_in_order() {
+    let _broker = BROKER.read().await;
+    let (_connection, channel) = broker().await;
+    let exchange = unique("mh-test-x");
+    channel
+        .exchange_declare(
+            short(&exchange),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("exchange");
+    let t = start(&format!(
+        r#"
+        [entrypoints.events]
+        type = "sse"
+        path = "/events"
+
+        [endpoints.rmq]
+        type = "rabbitmq"
+        url = "{url}"
+        bind_exchange = "{exchange}"
+        binding_key = "sensors.#"
+
+        [[routes]]
+        source = "rmq"
+        target = "events"
+        "#,
+        url = broker_url()
+    ))
+    .await;
+    let ready = await_ready(&t, 200, Duration::from_secs(10)).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let mut sse = Sse::open(&t, "/events").await;
+    let mut table = FieldTable::default();
+    table.insert(short("x-site"), AMQPValue::LongString(LongString::from("north")));
+    let payloads = ["temp=21.5 °C", r#"{"temp":22,"unit":"°C"}"#, "", "last"];
+    for (i, payload) in payloads.iter().enumerate() {
+        let properties = BasicProperties::default()
+            .with_message_id(short(&format!("m-{i}")))
+            .with_content_type(short("text/plain"))
+            .with_headers(table.clone());
+        publish(&channel, &exchange, "sensors.1", payload.as_bytes(), properties).await;
+    }
+    publish(&channel, &exchange, "other.1", b"not bound", BasicProperties::default()).await;
+    for payload in payloads {
+        let data = tokio::time::timeout(Duration::from_secs(5), sse.next_data()).await.expect("an event in time");
+        assert_eq!(data, payload, "the exact payload, in order");
+    }
+    let packets = t.packets();
+    assert_eq!(packets.len(), 4, "one line per message, nothing for the unbound key: {packets:?}");
+    for (i, p) in packets.iter().enumerate() {
+        assert_eq!((p["route"].as_str(), p["outcome"].as_str()), (Some("rmq->events"), Some("delivered")));
+        assert_eq!(p["event_id"], format!("m-{i}"), "the message id is the event id");
+        assert_eq!(p["destination"], "sensors.1", "the routing key is the destination");
+    }
+    t.host.shutdown().await;
+    let _ = channel.exchange_delete(short(&exchange), ExchangeDeleteOptions::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_queue_is_acked_only_after_delivery_and_a_refused_message_is_dead_lettered() {
+    let _broker = BROKER.read().await;
+    let (_connection, channel) = broker().await;
+    let dead = unique("mh-test-dlx");
+    channel
+        .exchange_declare(short(&dead), ExchangeKind::Fanout, ExchangeDeclareOptions::default(), FieldTable::default())
+        .await
+        .expect("dead-letter exchange");
+    let dead_letters = unique("mh-test-dlq");
+    channel
+        .queue_declare(short(&dead_letters), QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .expect("dlq");
+    channel
+        .queue_bind(short(&dead_letters), short(&dead), short(""), QueueBindOptions::default(), FieldTable::default())
+        .await
+        .expect("dlq binding");
+    let queue = unique("mh-test-shared");
+    let mut arguments = FieldTable::default();
+    arguments.insert(short("x-dead-letter-exchange"), AMQPValue::LongString(LongString::from(dead.as_str())));
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    channel.queue_declare(short(&queue), durable, arguments).await.expect("shared queue");
+    // Waiting before the host starts: a shared queue keeps messages for it.
+    publish(&channel, "", &queue, b"first", BasicProperties::default().with_message_id(short("s-1"))).await;
+    publish(&channel, "", &queue, &[0xff, 0xfe], BasicProperties::default().with_message_id(short("poison"))).await;
+    publish(&channel, "", &queue, b"second", BasicProperties::default().with_message_id(short("s-2"))).await;
+
+    let t = start(&format!(
+        r#"
+        [entrypoints.events]
+        type = "sse"
+        path = "/events"
+
+        [endpoints.rmq]
+        type = "rabbitmq"
+        url = "{url}"
+        consumer = "shared"
+        queue = "{queue}"
+
+        [[routes]]
+        source = "rmq"
+        target = "events"
+        "#,
+        url = broker_url()
+    ))
+    .await;
+    // No client is connected: the hub's ring accepting an event is its delivery.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.packets().len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let packets = t.packets();
+    let mut outcomes: Vec<_> = packets.iter().map(|p| (p["event_id"].as_str(), p["outcome"].as_str())).collect();
+    outcomes.sort_unstable();
+    assert_eq!(
+        outcomes,
+        [(Some("poison"), Some("adapter_error")), (Some("s-1"), Some("delivered")), (Some("s-2"), Some("delivered"))],
+        "the SSE adapter refuses a payload that is not UTF-8"
+    );
+    // Settled: nothing waits or is requeued in the shared queue, and the refused
+    // message went to the dead-letter queue exactly once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ready(&channel, &dead_letters).await < 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t.host.shutdown().await;
+    assert_eq!(ready(&channel, &queue).await, 0, "the delivered messages were acked, so closing requeued nothing");
+    let dead_lettered = take(&channel, &dead_letters, 2, Duration::from_millis(500)).await;
+    assert_eq!(dead_lettered.len(), 1);
+    assert_eq!(dead_lettered[0].data, [0xff, 0xfe]);
+    assert_eq!(property(dead_lettered[0].properties.message_id()), Some("poison"));
+    let _ = channel.queue_delete(short(&queue), QueueDeleteOptions::default()).await;
+    delete(&channel, &dead, &dead_letters).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_leave_the_host_up_but_unready_naming_the_endpoint() {
+    let _broker = BROKER.read().await;
+    let uri = parse_url(&broker_url()).expect("valid");
+    let wrong = format!(
+        "amqp://{}:not-the-password@{}:{}/%2f",
+        uri.authority.userinfo.username, uri.authority.host, uri.authority.port
+    );
+    let t = start(&format!(
+        r#"
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+        destination = "q"
+
+        [endpoints.orders-broker]
+        type = "rabbitmq"
+        url = "{wrong}"
+
+        [[routes]]
+        source = "ingest"
+        target = "orders-broker"
+        "#
+    ))
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let problems = loop {
+        let reply = t.admin("/readyz").await;
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        let problems = reply.json()["problems"].to_string();
+        if problems.contains("ACCESS") || Instant::now() > deadline {
+            break problems;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(problems.contains("orders-broker: not connected to amqp://"), "{problems}");
+    assert!(problems.contains("ACCESS_REFUSED") || problems.contains("ACCESS-REFUSED"), "{problems}");
+    assert!(!problems.contains("not-the-password"), "the password is redacted: {problems}");
+    assert_eq!(t.admin("/healthz").await.status, 200, "the host runs");
+    let started = Instant::now();
+    let reply = t.post("/ingest", &[("content-type", "text/plain")], "x").await;
+    assert!(started.elapsed() < Duration::from_secs(1), "fails fast, took {:?}", started.elapsed());
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert!(!reply.text().contains("not-the-password"), "{}", reply.text());
+    t.host.shutdown().await;
+}
+
+/// Runs `scripts/brokers.sh <command> rabbitmq`, panicking with its output on failure.
+fn brokers(command: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/brokers.sh");
+    let output =
+        std::process::Command::new("bash").arg(script).args([command, "rabbitmq"]).output().expect("brokers.sh runs");
+    assert!(
+        output.status.success(),
+        "brokers.sh {command} rabbitmq failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Starts the broker again however the restart test ends.
+struct BrokerBackUp;
+
+impl Drop for BrokerBackUp {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            brokers("up");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_confirmed_ones() {
+    let _broker = BROKER.write().await;
+    let (connection, channel) = broker().await;
+    let (exchange, queue) = exchange_and_queue(&channel, true, "#").await;
+    drop(connection);
+    let t = start(&format!(
+        r#"
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+        destination = "orders"
+
+        [endpoints.rmq]
+        type = "rabbitmq"
+        url = "{url}"
+        exchange = "{exchange}"
+
+        [[routes]]
+        source = "ingest"
+        target = "rmq"
+        "#,
+        url = broker_url()
+    ))
+    .await;
+    let ready = await_ready(&t, 200, Duration::from_secs(10)).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+
+    // One client posts all along; another watches `/readyz`.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let poster = {
+        let (addr, stop) = (t.listen(), stop.clone());
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let mut n = 0u32;
+            while !stop.is_cancelled() {
+                let key = format!("restart-{n}");
+                let started = Instant::now();
+                let headers = [("content-type", "text/plain"), ("idempotency-key", key.as_str())];
+                let reply = support::request(addr, "POST", "/ingest", &headers, Bytes::from(key.clone())).await;
+                answers.push((key, reply.status, started.elapsed(), reply.text()));
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            answers
+        })
+    };
+    let watcher = {
+        let (admin, stop) = (t.host.admin_addr(), stop.clone());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.is_cancelled() {
+                let ready = support::request(admin, "GET", "/readyz", &[], Bytes::new()).await.status == 200;
+                if seen.last() != Some(&ready) {
+                    seen.push(ready);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let guard = BrokerBackUp;
+    tokio::task::spawn_blocking(|| brokers("down")).await.expect("down");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::spawn_blocking(|| brokers("up")).await.expect("up");
+    drop(guard);
+    let back = await_ready(&t, 200, Duration::from_secs(15)).await;
+    assert_eq!(back.status, 200, "ready again without a restart of the host: {}", back.text());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let answers = poster.await.expect("poster");
+    let readiness = watcher.await.expect("watcher");
+
+    assert_eq!(readiness, [true, false, true], "/readyz went false during the outage and back");
+    let confirmed: Vec<&str> = answers.iter().filter(|a| a.1 == 202).map(|a| a.0.as_str()).collect();
+    let failed: Vec<_> = answers.iter().filter(|a| a.1 != 202).collect();
+    let mut statuses: Vec<u16> = failed.iter().map(|a| a.1).collect();
+    statuses.dedup();
+    eprintln!(
+        "restart: {} POSTs, {} confirmed, {} failed with {statuses:?}",
+        answers.len(),
+        confirmed.len(),
+        failed.len()
+    );
+    assert!(!failed.is_empty(), "some POSTs met the outage");
+    for (key, status, took, body) in &failed {
+        assert!(*status == 503 || *status == 504, "{key}: {status} {body}");
+        assert!(*took < Duration::from_secs(2), "{key} failed fast, not after {took:?}: {body}");
+    }
+    let last = answers.last().expect("answers");
+    assert_eq!(last.1, 202, "the flow resumed: {last:?}");
+    let metrics = t.admin("/metrics").await.text();
+    assert!(metric(&metrics, r#"mediation_broker_reconnects_total{component="rmq"}"#) >= 1.0, "{metrics}");
+    t.host.shutdown().await;
+
+    // Every POST answered 202 is in the durable queue, in order.
+    let (_connection, channel) = broker().await;
+    let got = take(&channel, &queue, confirmed.len() + failed.len(), Duration::from_secs(5)).await;
+    let ids: Vec<&str> = got.iter().filter_map(|m| property(m.properties.message_id())).collect();
+    for key in &confirmed {
+        assert!(ids.contains(key), "{key} was confirmed (202) but is not in the queue");
+    }
+    let positions: Vec<usize> = confirmed.iter().filter_map(|key| ids.iter().position(|id| id == key)).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "confirmed messages keep their order");
+    delete(&channel, &exchange, &queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_without_routes_out_publishes_but_does_not_consume() {
+    let _broker = BROKER.read().await;
+    let (_connection, channel) = broker().await;
+    let queue = unique("mh-test-shared");
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    channel.queue_declare(short(&queue), durable, FieldTable::default()).await.expect("queue");
+    // No route takes the endpoint's events back out: it does not consume at all.
+    let t = start(&format!(
+        r#"
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+        destination = "{queue}"
+
+        [endpoints.rmq]
+        type = "rabbitmq"
+        url = "{url}"
+        consumer = "shared"
+        queue = "{queue}"
+
+        [[routes]]
+        source = "ingest"
+        target = "rmq"
+        "#,
+        url = broker_url()
+    ))
+    .await;
+    let ready_reply = await_ready(&t, 200, Duration::from_secs(10)).await;
+    assert_eq!(ready_reply.status, 200, "{}", ready_reply.text());
+    let reply = t.post("/ingest", &[("content-type", "text/plain")], "kept for later").await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ready(&channel, &queue).await, 1, "published to the default exchange by queue name, and not consumed");
+    let mut consumer = channel
+        .basic_consume(
+            short(&queue),
+            short("test"),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let message = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+        .await
+        .expect("in time")
+        .expect("one")
+        .expect("ok");
+    assert_eq!(message.data, b"kept for later");
+    t.host.shutdown().await;
+    let _ = channel.queue_delete(short(&queue), QueueDeleteOptions::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_its_target_does_not_accept_is_requeued_never_acked() {
+    let _broker = BROKER.read().await;
+    let (_connection, channel) = broker().await;
+    let queue = unique("mh-test-shared");
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    channel.queue_declare(short(&queue), durable, FieldTable::default()).await.expect("queue");
+    publish(&channel, "", &queue, b"undeliverable", BasicProperties::default().with_message_id(short("u-1"))).await;
+    // An HTTP POST entrypoint serves no events, so it refuses every delivery.
+    let t = start(&format!(
+        r#"
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+
+        [endpoints.rmq]
+        type = "rabbitmq"
+        url = "{url}"
+        consumer = "shared"
+        queue = "{queue}"
+
+        [[routes]]
+        source = "rmq"
+        target = "ingest"
+        "#,
+        url = broker_url()
+    ))
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.packets().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let packets = t.packets();
+    assert!(packets.len() >= 2, "the message came back after it failed: {packets:?}");
+    assert!(packets.iter().all(|p| p["event_id"] == "u-1" && p["outcome"] == "target_error"), "{packets:?}");
+    assert!(packets.len() < 20, "requeueing pauses instead of spinning: {} attempts", packets.len());
+    t.host.shutdown().await;
+    let left = take(&channel, &queue, 1, Duration::from_secs(2)).await;
+    assert_eq!(left.len(), 1, "never acked, so still in the queue");
+    assert_eq!(left[0].data, b"undeliverable");
+    assert!(left[0].redelivered);
+    let _ = channel.queue_delete(short(&queue), QueueDeleteOptions::default()).await;
+}
