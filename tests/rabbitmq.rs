@@ -105,6 +105,17 @@ async fn take(channel: &Channel, queue: &str, n: usize, wait: Duration) -> Vec<l
     got
 }
 
+/// Takes every message ready in `queue` (acking them).
+async fn drain(channel: &Channel, queue: &str) -> Vec<lapin::message::Delivery> {
+    let mut got = Vec::new();
+    while let Some(message) =
+        channel.basic_get(short(queue), BasicGetOptions { no_ack: true }).await.expect("basic.get")
+    {
+        got.push(message.delivery);
+    }
+    got
+}
+
 /// Messages ready in `queue`.
 async fn ready(channel: &Channel, queue: &str) -> u32 {
     let passive = QueueDeclareOptions { passive: true, ..Default::default() };
@@ -357,7 +368,7 @@ async fn publish(channel: &Channel, exchange: &str, key: &str, payload: &[u8], p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broadcast_messages_reach_sse_clients_exactly_and_in_order() {
+async fn broadcast_messages_reach_sse_clients_exactly_in_order_and_a_post_comes_back_through_the_broker() {
     let _broker = BROKER.read().await;
     let (_connection, channel) = broker().await;
     let exchange = unique("mh-test-x");
@@ -376,15 +387,33 @@ async fn broadcast_messages_reach_sse_clients_exactly_and_in_order() {
         type = "sse"
         path = "/events"
 
+        [entrypoints.poll]
+        type = "http_get"
+        path = "/poll"
+
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+        destination = "sensors.9"
+
         [endpoints.rmq]
         type = "rabbitmq"
         url = "{url}"
+        exchange = "{exchange}"
         bind_exchange = "{exchange}"
         binding_key = "sensors.#"
 
         [[routes]]
         source = "rmq"
         target = "events"
+
+        [[routes]]
+        source = "rmq"
+        target = "poll"
+
+        [[routes]]
+        source = "ingest"
+        target = "rmq"
         "#,
         url = broker_url()
     ))
@@ -403,17 +432,32 @@ async fn broadcast_messages_reach_sse_clients_exactly_and_in_order() {
         publish(&channel, &exchange, "sensors.1", payload.as_bytes(), properties).await;
     }
     publish(&channel, &exchange, "other.1", b"not bound", BasicProperties::default()).await;
-    for payload in payloads {
+    let posted = t.post("/ingest", &[("content-type", "text/plain")], "from http").await;
+    assert_eq!(posted.status, 202, "{}", posted.text());
+    let posted_id = posted.json()["ids"][0].clone();
+
+    for payload in payloads.into_iter().chain(["from http"]) {
         let data = tokio::time::timeout(Duration::from_secs(5), sse.next_data()).await.expect("an event in time");
         assert_eq!(data, payload, "the exact payload, in order");
     }
-    let packets = t.packets();
-    assert_eq!(packets.len(), 4, "one line per message, nothing for the unbound key: {packets:?}");
-    for (i, p) in packets.iter().enumerate() {
-        assert_eq!((p["route"].as_str(), p["outcome"].as_str()), (Some("rmq->events"), Some("delivered")));
+    let packets: Vec<_> = t.packets().into_iter().filter(|p| p["route"] == "rmq->events").collect();
+    assert_eq!(packets.len(), 5, "one line per bound message (the unbound key never arrives): {packets:?}");
+    assert!(packets.iter().all(|p| p["outcome"] == "delivered"), "{packets:?}");
+    for (i, p) in packets.iter().take(4).enumerate() {
         assert_eq!(p["event_id"], format!("m-{i}"), "the message id is the event id");
         assert_eq!(p["destination"], "sensors.1", "the routing key is the destination");
     }
+    // HTTP GET shows what the events carried: properties and the headers table.
+    let polled = support::request(t.listen(), "GET", "/poll?cursor=0", &[], Bytes::new()).await.json();
+    let first = &polled["events"][0];
+    assert_eq!(
+        (&first["id"], &first["topic"], &first["content_type"]),
+        (&serde_json::json!("m-0"), &serde_json::json!("sensors.1"), &serde_json::json!("text/plain")),
+        "{first}"
+    );
+    assert_eq!(first["headers"]["x-site"], "north", "the headers table became event headers: {first}");
+    assert_eq!(first["headers"]["rabbitmq-exchange"], exchange.as_str(), "{first}");
+    assert_eq!((&packets[4]["event_id"], &packets[4]["destination"]), (&posted_id, &serde_json::json!("sensors.9")));
     t.host.shutdown().await;
     let _ = channel.exchange_delete(short(&exchange), ExchangeDeleteOptions::default()).await;
 }
@@ -663,7 +707,7 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_confirmed
 
     // Every POST answered 202 is in the durable queue, in order.
     let (_connection, channel) = broker().await;
-    let got = take(&channel, &queue, confirmed.len() + failed.len(), Duration::from_secs(5)).await;
+    let got = drain(&channel, &queue).await;
     let ids: Vec<&str> = got.iter().filter_map(|m| property(m.properties.message_id())).collect();
     for key in &confirmed {
         assert!(ids.contains(key), "{key} was confirmed (202) but is not in the queue");
@@ -767,5 +811,67 @@ async fn a_message_its_target_does_not_accept_is_requeued_never_acked() {
     assert_eq!(left.len(), 1, "never acked, so still in the queue");
     assert_eq!(left[0].data, b"undeliverable");
     assert!(left[0].redelivered);
+    let _ = channel.queue_delete(short(&queue), QueueDeleteOptions::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_host_mid_stream_loses_no_message() {
+    let _broker = BROKER.read().await;
+    let (_connection, channel) = broker().await;
+    let queue = unique("mh-test-shared");
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    channel.queue_declare(short(&queue), durable, FieldTable::default()).await.expect("queue");
+    const TOTAL: usize = 2000;
+    for i in 0..TOTAL {
+        let properties = BasicProperties::default().with_message_id(short(&format!("n-{i}")));
+        let confirm = channel
+            .basic_publish(short(""), short(&queue), BasicPublishOptions::default(), b"x", properties)
+            .await
+            .expect("published");
+        drop(confirm);
+    }
+    let t = start(&format!(
+        r#"
+        [entrypoints.events]
+        type = "sse"
+        path = "/events"
+
+        [endpoints.rmq]
+        type = "rabbitmq"
+        url = "{url}"
+        consumer = "shared"
+        queue = "{queue}"
+        prefetch = 1
+        max_batch = 1
+
+        [[routes]]
+        source = "rmq"
+        target = "events"
+        "#,
+        url = broker_url()
+    ))
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.packets().len() < 50 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let TestHost { host, packets, dir: _dir } = t;
+    host.shutdown().await;
+    let packets = String::from_utf8(packets.lock().expect("not poisoned").clone()).expect("UTF-8");
+    let delivered: std::collections::HashSet<String> = packets
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+        .filter(|p| p["outcome"] == "delivered")
+        .filter_map(|p| p["event_id"].as_str().map(String::from))
+        .collect();
+    let left = drain(&channel, &queue).await;
+    let left: std::collections::HashSet<String> =
+        left.iter().filter_map(|m| property(m.properties.message_id()).map(String::from)).collect();
+    eprintln!("stopped mid-stream: {} delivered, {} left in the queue", delivered.len(), left.len());
+    assert!(delivered.len() < TOTAL, "the host stopped mid-stream");
+    for i in 0..TOTAL {
+        let id = format!("n-{i}");
+        assert!(delivered.contains(&id) || left.contains(&id), "{id} was neither delivered nor left in the queue");
+    }
     let _ = channel.queue_delete(short(&queue), QueueDeleteOptions::default()).await;
 }

@@ -102,8 +102,11 @@ fn run(path: PathBuf) -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
+    // The AMQP client logs every failed connection attempt at ERROR, three lines each,
+    // which the rabbitmq endpoint already reports once, redacted; `MEDIATION_LOG` can
+    // turn it back on (`info,lapin=debug`).
     let filter = tracing_subscriber::EnvFilter::try_from_env("MEDIATION_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=off"));
     // Colours only for a person at a terminal, never for a log shipper.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);

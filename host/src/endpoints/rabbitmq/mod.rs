@@ -40,6 +40,7 @@ use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use config::{ConsumerMode, RabbitMqConfig, TlsConfig, parse_url};
 
@@ -179,7 +180,7 @@ pub fn spawn(ctx: ComponentContext, config: &RabbitMqConfig) -> Result<(TargetSe
     let task = async move {
         let (link, watching) = watch::channel(None);
         let stop = CancellationToken::new();
-        let supervisor = tokio::spawn(Arc::clone(&endpoint).supervise(link, queue, stop.clone()));
+        let supervisor = tokio::spawn(Arc::clone(&endpoint).supervise(link, queue, stop.clone()).in_current_span());
         // The queue closes in the last shutdown stage, after the bus drained; the
         // connection stays up until then so that drained deliveries are published.
         publish::Publisher::new(Arc::clone(&endpoint), watching).run(rx).await;
@@ -190,7 +191,7 @@ pub fn spawn(ctx: ComponentContext, config: &RabbitMqConfig) -> Result<(TargetSe
     };
     let span =
         tracing::info_span!("endpoint", component_kind = "endpoint", component_type = "rabbitmq", component_id = %name);
-    Ok((tx, tokio::spawn(tracing::Instrument::instrument(task, span))))
+    Ok((tx, tokio::spawn(task.instrument(span))))
 }
 
 impl Endpoint {
