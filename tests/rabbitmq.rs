@@ -539,7 +539,7 @@ async fn a_shared_queue_is_acked_only_after_delivery_and_a_refused_message_is_de
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_credentials_leave_the_host_up_but_unready_naming_the_endpoint() {
+async fn wrong_credentials_or_a_failed_tls_handshake_leave_the_host_up_but_unready_naming_the_endpoint() {
     let _broker = BROKER.read().await;
     let uri = parse_url(&broker_url()).expect("valid");
     let wrong = format!(
@@ -557,10 +557,16 @@ async fn wrong_credentials_leave_the_host_up_but_unready_naming_the_endpoint() {
         type = "rabbitmq"
         url = "{wrong}"
 
+        # TLS against the plain-text port: the handshake fails, and says so.
+        [endpoints.tls-broker]
+        type = "rabbitmq"
+        url = "{tls}"
+
         [[routes]]
         source = "ingest"
         target = "orders-broker"
-        "#
+        "#,
+        tls = wrong.replacen("amqp://", "amqps://", 1)
     ))
     .await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -568,7 +574,8 @@ async fn wrong_credentials_leave_the_host_up_but_unready_naming_the_endpoint() {
         let reply = t.admin("/readyz").await;
         assert_eq!(reply.status, 503, "{}", reply.text());
         let problems = reply.json()["problems"].to_string();
-        if problems.contains("ACCESS") || Instant::now() > deadline {
+        if (problems.contains("ACCESS") && problems.contains("tls-broker: not connected")) || Instant::now() > deadline
+        {
             break problems;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -576,6 +583,7 @@ async fn wrong_credentials_leave_the_host_up_but_unready_naming_the_endpoint() {
     assert!(problems.contains("orders-broker: not connected to amqp://"), "{problems}");
     assert!(problems.contains("ACCESS_REFUSED") || problems.contains("ACCESS-REFUSED"), "{problems}");
     assert!(!problems.contains("not-the-password"), "the password is redacted: {problems}");
+    assert!(problems.contains("tls-broker: not connected to amqps://guest:[redacted]@"), "{problems}");
     assert_eq!(t.admin("/healthz").await.status, 200, "the host runs");
     let started = Instant::now();
     let reply = t.post("/ingest", &[("content-type", "text/plain")], "x").await;

@@ -345,6 +345,21 @@ mod tests {
     }
 
     #[test]
+    fn tls_files_are_read_at_startup_and_need_an_amqps_url() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n...\n").expect("written");
+        let fields = format!("url = \"amqp://h\"\ntls = {{ ca_file = \"{}\" }}", ca.display());
+        assert_eq!(problems(&fields), ["endpoints.rmq.tls: TLS settings need an `amqps://` url"]);
+        let config = parse(&fields.replace("amqp://", "amqps://"));
+        let loaded = config.tls.load().expect("readable");
+        assert!(loaded.cert_chain.is_some_and(|pem| pem.starts_with("-----BEGIN CERTIFICATE-----")));
+        assert!(loaded.identity.is_none());
+        std::fs::remove_file(&ca).expect("removed");
+        assert!(config.tls.load().expect_err("gone").starts_with(&format!("cannot read {}", ca.display())));
+    }
+
+    #[test]
     fn the_endpoint_exchange_becomes_the_default_adapter_setting() {
         let config = parse("url = \"amqp://h\"\nexchange = \"events\"\nadapter_settings = { persistent = \"false\" }");
         let settings = config.adapter_settings();

@@ -230,10 +230,11 @@ impl Endpoint {
         while !stop.is_cancelled() {
             let consume = self.wants_consumer();
             let timeout = Duration::from_millis(self.config.connect_timeout_ms);
-            let opened = match tokio::time::timeout(timeout, self.open(consume, &queue)).await {
-                Ok(opened) => opened,
-                Err(_) => Err(OpenError::Timeout(self.config.connect_timeout_ms)),
+            let attempt = tokio::select! {
+                attempt = tokio::time::timeout(timeout, self.open(consume, &queue)) => attempt,
+                () = stop.cancelled() => return,
             };
+            let opened = attempt.unwrap_or(Err(OpenError::Timeout(self.config.connect_timeout_ms)));
             match opened {
                 Ok((session, consumer)) => {
                     if connected_before && let Some(stats) = self.ctx.recorder.stats(self.ctx.id) {
