@@ -8,23 +8,18 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Empty};
 use lapin::options::{
     BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
     QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use mediation_host::config::Config;
 use mediation_host::endpoints::rabbitmq::parse_url;
-use mediation_host::host::Host;
-use mediation_host::packet_log::Sink;
-use support::{Reply, TestHost, metric};
+use support::{Reply, SseStream, TestHost, metric};
 use tokio::sync::RwLock;
 
 /// Shared by tests that need the broker up; held exclusively by the restart test.
@@ -122,19 +117,10 @@ async fn ready(channel: &Channel, queue: &str) -> u32 {
     channel.queue_declare(short(queue), passive, FieldTable::default()).await.expect("queue exists").message_count()
 }
 
-/// Starts a host from `toml` with its own instance id and free ports.
+/// Starts a host from `toml` with an instance id of its own (broadcast queues are
+/// named after it) and free ports.
 async fn start(toml: &str) -> TestHost {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("config.toml");
-    let host = format!(
-        "[host]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ninstance_id = \"{}\"\nreload_poll_ms = 0\n",
-        unique("test")
-    );
-    std::fs::write(&path, format!("{host}{toml}")).expect("config written");
-    let config = Config::load(&path).unwrap_or_else(|e| panic!("test config is valid: {e}"));
-    let packets = Arc::new(Mutex::new(Vec::new()));
-    let host = Host::start(config, Sink::Memory(Arc::clone(&packets))).await.expect("host starts");
-    TestHost { host, packets, dir }
+    TestHost::start_with(&format!("instance_id = \"{}\"\nreload_poll_ms = 0", unique("test")), toml).await
 }
 
 /// Waits until `/readyz` answers `status`; returns its last answer.
@@ -318,43 +304,12 @@ async fn an_unroutable_post_fails_naming_the_exchange_and_key_and_a_missing_exch
     delete(&channel, &exchange, &queue).await;
 }
 
-/// A streaming SSE client: a real HTTP/1.1 connection read frame by frame.
-struct Sse {
-    body: hyper::body::Incoming,
-    buffer: String,
-}
-
-impl Sse {
-    async fn open(t: &TestHost, path: &str) -> Self {
-        let stream = tokio::net::TcpStream::connect(t.listen()).await.expect("connect");
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
-        tokio::spawn(connection);
-        let request = hyper::Request::get(path)
-            .header("host", t.listen().to_string())
-            .header("accept", "text/event-stream")
-            .body(Empty::<Bytes>::new())
-            .expect("request");
-        let response = sender.send_request(request).await.expect("response");
-        assert_eq!(response.status(), 200);
-        Self { body: response.into_body(), buffer: String::new() }
-    }
-
-    /// The data of the next event (its `data:` lines joined by `\n`).
-    async fn next_data(&mut self) -> String {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let frame: String = self.buffer.drain(..end + 2).collect();
-                let data: Vec<&str> = frame.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
-                if !data.is_empty() {
-                    return data.join("\n");
-                }
-                continue;
-            }
-            let frame = self.body.frame().await.expect("the stream stays open").expect("a frame");
-            if let Ok(data) = frame.into_data() {
-                self.buffer.push_str(std::str::from_utf8(&data).expect("SSE is UTF-8"));
-            }
+/// The data of the next SSE event (the `retry:` hint and heartbeats skipped).
+async fn next_data(sse: &mut SseStream) -> String {
+    loop {
+        let frame = sse.next_event().await;
+        if !frame.data.is_empty() {
+            return frame.joined();
         }
     }
 }
@@ -420,7 +375,7 @@ async fn broadcast_messages_reach_sse_clients_exactly_in_order_and_a_post_comes_
     .await;
     let ready = await_ready(&t, 200, Duration::from_secs(10)).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
-    let mut sse = Sse::open(&t, "/events").await;
+    let mut sse = t.sse("/events", &[]).await.expect("an SSE stream");
     let mut table = FieldTable::default();
     table.insert(short("x-site"), AMQPValue::LongString(LongString::from("north")));
     let payloads = ["temp=21.5 °C", r#"{"temp":22,"unit":"°C"}"#, "", "last"];
@@ -437,7 +392,7 @@ async fn broadcast_messages_reach_sse_clients_exactly_in_order_and_a_post_comes_
     let posted_id = posted.json()["ids"][0].clone();
 
     for payload in payloads.into_iter().chain(["from http"]) {
-        let data = tokio::time::timeout(Duration::from_secs(5), sse.next_data()).await.expect("an event in time");
+        let data = next_data(&mut sse).await;
         assert_eq!(data, payload, "the exact payload, in order");
     }
     let packets: Vec<_> = t.packets().into_iter().filter(|p| p["route"] == "rmq->events").collect();
@@ -448,7 +403,7 @@ async fn broadcast_messages_reach_sse_clients_exactly_in_order_and_a_post_comes_
         assert_eq!(p["destination"], "sensors.1", "the routing key is the destination");
     }
     // HTTP GET shows what the events carried: properties and the headers table.
-    let polled = support::request(t.listen(), "GET", "/poll?cursor=0", &[], Bytes::new()).await.json();
+    let polled = t.get("/poll?cursor=0", &[]).await.json();
     let first = &polled["events"][0];
     assert_eq!(
         (&first["id"], &first["topic"], &first["content_type"]),
