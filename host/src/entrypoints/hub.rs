@@ -80,6 +80,18 @@ pub enum SlowConsumer {
     DropOldest,
 }
 
+/// The first sequence of every ring in this process: the process's start time in
+/// microseconds. Sequences so do not repeat across restarts (a cursor from an earlier
+/// run is older than the ring and is told so, instead of pointing at unrelated
+/// events), and rings fed the same events in the same order number them alike, so a
+/// client can match what it got over SSE, WebSocket and polling.
+fn first_sequence() -> u64 {
+    static FIRST: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *FIRST.get_or_init(|| {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(1))
+    })
+}
+
 /// One encoded event in the ring.
 #[derive(Debug)]
 pub struct Entry {
@@ -193,11 +205,7 @@ impl Hub {
     /// An empty hub for entrypoint `id`.
     #[must_use]
     pub fn new(config: RingConfig, recorder: Arc<Recorder>, id: ComponentId) -> Self {
-        // Sequences start at the current time in microseconds, so they do not repeat
-        // across restarts: a cursor from an earlier run is older than this ring's
-        // oldest entry and is told so, instead of pointing at unrelated events.
-        let first =
-            SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(1));
+        let first = first_sequence();
         Self {
             ring: RwLock::new(Ring { next: first, ..Ring::default() }),
             head: watch::channel(first).0,
