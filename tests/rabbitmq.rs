@@ -387,14 +387,16 @@ async fn broadcast_messages_reach_sse_clients_exactly_in_order_and_a_post_comes_
         publish(&channel, &exchange, "sensors.1", payload.as_bytes(), properties).await;
     }
     publish(&channel, &exchange, "other.1", b"not bound", BasicProperties::default()).await;
-    let posted = t.post("/ingest", &[("content-type", "text/plain")], "from http").await;
-    assert_eq!(posted.status, 202, "{}", posted.text());
-    let posted_id = posted.json()["ids"][0].clone();
-
-    for payload in payloads.into_iter().chain(["from http"]) {
+    for payload in payloads {
         let data = next_data(&mut sse).await;
         assert_eq!(data, payload, "the exact payload, in order");
     }
+    // Only after those: the broker orders messages per publishing channel, and the
+    // host publishes on a channel of its own.
+    let posted = t.post("/ingest", &[("content-type", "text/plain")], "from http").await;
+    assert_eq!(posted.status, 202, "{}", posted.text());
+    let posted_id = posted.json()["ids"][0].clone();
+    assert_eq!(next_data(&mut sse).await, "from http", "a POST comes back through the broker");
     let packets: Vec<_> = t.packets().into_iter().filter(|p| p["route"] == "rmq->events").collect();
     assert_eq!(packets.len(), 5, "one line per bound message (the unbound key never arrives): {packets:?}");
     assert!(packets.iter().all(|p| p["outcome"] == "delivered"), "{packets:?}");
