@@ -467,11 +467,7 @@ async fn a_shared_queue_is_acked_only_after_delivery_and_a_refused_message_is_de
     ))
     .await;
     // No client is connected: the hub's ring accepting an event is its delivery.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while t.packets().len() < 3 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let packets = t.packets();
+    let packets = t.await_packets(3).await;
     let mut outcomes: Vec<_> = packets.iter().map(|p| (p["event_id"].as_str(), p["outcome"].as_str())).collect();
     outcomes.sort_unstable();
     assert_eq!(
@@ -763,11 +759,7 @@ async fn a_message_its_target_does_not_accept_is_requeued_never_acked() {
         url = broker_url()
     ))
     .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while t.packets().len() < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let packets = t.packets();
+    let packets = t.await_packets(2).await;
     assert!(packets.len() >= 2, "the message came back after it failed: {packets:?}");
     assert!(packets.iter().all(|p| p["event_id"] == "u-1" && p["outcome"] == "target_error"), "{packets:?}");
     assert!(packets.len() < 20, "requeueing pauses instead of spinning: {} attempts", packets.len());

@@ -73,6 +73,15 @@ impl TestHost {
             .collect()
     }
 
+    /// The packet log once it holds at least `n` lines, or after 10 s, whatever it holds.
+    pub async fn await_packets(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.packets().len() < n && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.packets()
+    }
+
     /// `GET` on the admin listener.
     pub async fn admin(&self, path: &str) -> Reply {
         request(self.host.admin_addr(), "GET", path, &[], Bytes::new()).await
