@@ -25,10 +25,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion};
 use mediation_adapter_sdk::{Batch, BatchBuilder};
-use mediation_host::adapter::{Adapter, AdapterRuntime, AdapterSource, Direction, Role, encode_events, route_context};
+use mediation_host::adapter::{
+    Adapter, AdapterRuntime, AdapterSource, Direction, Role, encode_events, from_item, route_context,
+};
 use mediation_host::bus::Bus;
 use mediation_host::config::{AdapterRuntimeConfig, BusConfig, PacketLogConfig, RouteConfig, Side};
-use mediation_host::event::{Event, EventId, Header, Text};
+use mediation_host::event::{Event, Header, Text};
 use mediation_host::metrics::Outcome;
 use mediation_host::packet_log::{Packet, PacketLog, Sink};
 use mediation_host::pipeline::{Pipeline, Recorder, TargetReceiver};
@@ -398,27 +400,7 @@ fn native_map(inputs: Vec<Event>) -> Vec<Event> {
     let shared = Bytes::from(data);
     let output = Batch::parse(&shared, &index).expect("the output parses");
     assert_eq!(produced.iter().map(|&p| p as usize).sum::<usize>(), output.len());
-    let text = |s: &str| Text::from_utf8(shared.slice_ref(s.as_bytes())).unwrap_or_default();
-    inputs
-        .iter()
-        .zip(output.iter())
-        .map(|(parent, item)| Event {
-            id: item.id().map_or_else(|| parent.id.clone(), |id| EventId::Given(text(id))),
-            kind: parent.kind,
-            source: parent.source,
-            ordering_key: parent.ordering_key,
-            client_id: item.client_id().map(text),
-            destination: item.destination().map(text),
-            key: item.key().map(|k| shared.slice_ref(k)),
-            content_type: item.content_type().map(text),
-            headers: item.headers().map(|(k, v)| Header { name: text(k), value: shared.slice_ref(v) }).collect(),
-            payload: shared.slice_ref(item.payload()),
-            flags: item.flags(),
-            sequence: item.sequence(),
-            received_at: parent.received_at,
-            ack: None,
-        })
-        .collect()
+    inputs.iter().zip(output.iter()).map(|(parent, item)| from_item(&item, &shared, parent)).collect()
 }
 
 /// The builtin Kafka adapter (topic `bench`) and the test guest that passes items

@@ -133,7 +133,8 @@ fn check_outcome(inputs: usize, outputs: usize, produced: &[u32], errors: &[Item
 
 /// An event from an output item, sharing the output buffer; what the item leaves
 /// unset comes from the input that produced it.
-fn from_item(item: &mediation_adapter_sdk::Item<'_>, data: &Bytes, parent: &Event) -> Event {
+#[must_use]
+pub fn from_item(item: &mediation_adapter_sdk::Item<'_>, data: &Bytes, parent: &Event) -> Event {
     // `Batch::parse` checked that text spans are UTF-8.
     let text = |s: &str| Text::from_utf8(data.slice_ref(s.as_bytes())).unwrap_or_default();
     Event {
