@@ -181,11 +181,10 @@ pub async fn run(plan: Plan) -> Result<(), Error> {
         let wall = shared.now_us().saturating_sub(published.first_us).max(1) as f64 / 1e6;
         round((a - b) / wall)
     });
-    let queues = raw::socket_queues();
-    let mut stalls = Vec::with_capacity(stalled.len());
-    for held in &stalled {
-        stalls.push(held.stall(&queues).await);
-    }
+    let stalls: Vec<Stall> = match raw::sockets() {
+        Some(sockets) => stalled.iter().map(|held| held.stall(&sockets)).collect(),
+        None => Vec::new(),
+    };
     let metrics_after = match &plan.admin {
         Some(admin) => Some(Metrics::read(admin).await?),
         None => None,
@@ -327,7 +326,7 @@ fn report(
         "fanout: {} subscribers ({} connected, {} stalled) at {}, {} msg/s by {} publishers for {} s, {}-byte payloads",
         plan.subscribers,
         tallies.len(),
-        stalled.len(),
+        plan.stalled,
         plan.subscribe,
         plan.rate,
         plan.publishers,
@@ -345,10 +344,12 @@ fn report(
     println!("per subscriber: min {min}, avg {avg:.1}, max {max} (expected {})", published.accepted);
     println!("missing {missing}, duplicates {duplicates}, out of order {out_of_order}, foreign {foreign}");
     println!("latency publish-to-receive ms: p50 {} p99 {} max {}", ms(p50), ms(p99), ms(lmax));
-    if !stalled.is_empty() {
+    if plan.stalled > 0 && stalled.is_empty() {
+        println!("stalled: /proc/net/tcp cannot be read, so what they hold unread is unknown");
+    } else if !stalled.is_empty() {
         println!(
             "stalled: at most {unread_max} bytes unread in kernel queues per stalled client, of the {bytes_per_reader} \
-             each reading subscriber got (fewer: the host's writer waited); {stalled_closed} closed by the host"
+             each reading subscriber got (fewer means the host's writer waited); {stalled_closed} closed by the host"
         );
     }
     if let (Some(before), Some(after), Some(peak)) = (rss_before, rss_after, rss_peak) {
@@ -374,7 +375,7 @@ fn report(
         "subscribe": plan.subscribe.to_string(),
         "subscribers": plan.subscribers,
         "connected": tallies.len(),
-        "stalled": stalled.len(),
+        "stalled": plan.stalled,
         "rate": plan.rate,
         "publishers": plan.publishers,
         "duration_secs": plan.duration.as_secs(),

@@ -19,14 +19,30 @@ use crate::target::{Scheme, Target};
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a look at a held connection waits for a first byte.
-const PEEK_WAIT: Duration = Duration::from_millis(20);
+/// `/proc/net/tcp`'s code for an established connection.
+const TCP_ESTABLISHED: u8 = 0x01;
 
 /// An open connection nobody reads.
 #[derive(Debug)]
 pub struct Held {
-    /// The socket; dropping it closes the connection.
-    pub stream: TcpStream,
+    /// The socket, kept only so that the connection stays open: nothing reads or
+    /// writes it after the handshake, and dropping it closes the connection.
+    _stream: TcpStream,
+    /// Its local port, to find it in `/proc/net/tcp`.
+    local_port: u16,
+    /// The host's port.
+    host_port: u16,
+}
+
+/// One line of `/proc/net/tcp`.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketState {
+    /// The TCP state, in the kernel's numbering (1 is established).
+    pub state: u8,
+    /// Bytes in the send queue.
+    pub send_queue: u64,
+    /// Bytes in the receive queue.
+    pub receive_queue: u64,
 }
 
 /// Where the bytes a stalled client never read are, and whether the host gave up on it.
@@ -36,19 +52,28 @@ pub struct Stall {
     pub client_queue: u64,
     /// Bytes in the host socket's send queue (written by the host, not yet sent).
     pub host_queue: u64,
-    /// The host had closed the connection.
+    /// The host closed the connection: its socket or the client's is no longer
+    /// established, whatever is still queued unread.
     pub closed: bool,
 }
 
-/// The send and receive queues of every IPv4 TCP socket, by (local port, remote
-/// port) on 127.0.0.1, from `/proc/net/tcp`; empty where that file does not exist.
+/// Every IPv4 TCP socket between two ports of 127.0.0.1, by (local port, remote
+/// port), from `/proc/net/tcp`; `None` where that file cannot be read.
 #[must_use]
-pub fn socket_queues() -> HashMap<(u16, u16), (u64, u64)> {
-    let mut queues = HashMap::new();
-    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else { return queues };
+pub fn sockets() -> Option<HashMap<(u16, u16), SocketState>> {
+    std::fs::read_to_string("/proc/net/tcp").ok().map(|table| parse_sockets(&table))
+}
+
+/// The loopback sockets of a `/proc/net/tcp` table.
+fn parse_sockets(table: &str) -> HashMap<(u16, u16), SocketState> {
+    let mut sockets = HashMap::new();
     for line in table.lines().skip(1) {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some(local), Some(remote), Some(sizes)) = (fields.get(1), fields.get(2), fields.get(4)) else { continue };
+        let (Some(local), Some(remote), Some(state), Some(sizes)) =
+            (fields.get(1), fields.get(2), fields.get(3), fields.get(4))
+        else {
+            continue;
+        };
         let loopback_port = |address: &str| {
             let (ip, port) = address.split_once(':')?;
             // 127.0.0.1 in the kernel's byte order.
@@ -59,11 +84,13 @@ pub fn socket_queues() -> HashMap<(u16, u16), (u64, u64)> {
         else {
             continue;
         };
-        if let (Ok(tx), Ok(rx)) = (u64::from_str_radix(tx, 16), u64::from_str_radix(rx, 16)) {
-            queues.insert((local, remote), (tx, rx));
+        if let (Ok(state), Ok(send_queue), Ok(receive_queue)) =
+            (u8::from_str_radix(state, 16), u64::from_str_radix(tx, 16), u64::from_str_radix(rx, 16))
+        {
+            sockets.insert((local, remote), SocketState { state, send_queue, receive_queue });
         }
     }
-    queues
+    sockets
 }
 
 impl Held {
@@ -123,26 +150,45 @@ impl Held {
         if status.split(' ').nth(1) != Some(expected) {
             return Err(format!("{target}: expected {expected}, got `{status}`").into());
         }
-        Ok(Self { stream })
+        let (local_port, host_port) = (stream.local_addr()?.port(), target.addr.port());
+        Ok(Self { _stream: stream, local_port, host_port })
     }
 
-    /// How much the host wrote that this client never read, from the kernel's
-    /// queues (`queues` is [`socket_queues`]), and whether the host closed it.
-    /// Nothing is read from the socket.
-    pub async fn stall(&self, queues: &HashMap<(u16, u16), (u64, u64)>) -> Stall {
-        let mut stall = Stall::default();
-        if let (Ok(local), Ok(host)) = (self.stream.local_addr(), self.stream.peer_addr()) {
-            stall.client_queue = queues.get(&(local.port(), host.port())).map_or(0, |(_, rx)| *rx);
-            stall.host_queue = queues.get(&(host.port(), local.port())).map_or(0, |(tx, _)| *tx);
+    /// How much the host wrote that this client never read, and whether the host
+    /// closed it, from the kernel's socket table (`sockets` is [`sockets`]). Nothing
+    /// is read from the socket, so the answer does not disturb what it measures.
+    #[must_use]
+    pub fn stall(&self, sockets: &HashMap<(u16, u16), SocketState>) -> Stall {
+        let client = sockets.get(&(self.local_port, self.host_port));
+        let host = sockets.get(&(self.host_port, self.local_port));
+        Stall {
+            client_queue: client.map_or(0, |s| s.receive_queue),
+            host_queue: host.map_or(0, |s| s.send_queue),
+            // A host that closes while its unsent data waits still sends its FIN
+            // last, so its own socket's state tells first; a reset socket leaves
+            // the table altogether.
+            closed: [client, host].iter().any(|s| s.is_none_or(|s| s.state != TCP_ESTABLISHED)),
         }
-        // A peek finds 0 bytes only at the end of the stream (the host closed it),
-        // and waits while nothing has arrived (the connection is open and quiet).
-        let mut byte = [0u8; 1];
-        stall.closed = match tokio::time::timeout(PEEK_WAIT, self.stream.peek(&mut byte)).await {
-            Ok(Ok(n)) => n == 0,
-            Ok(Err(_)) => true,
-            Err(_) => false,
-        };
-        stall
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_loopback_sockets_with_their_state_and_queues() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:4830 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 0100007F:4830 0100007F:D6A4 04 002AE8C9:00000000 01:00000014 00000000     0        0 0 1 0 20 4 0 10 -1
+   2: 0100007F:D6A4 0100007F:4830 01 00000000:00002000 00:00000000 00000000     0        0 3 1 0 20 4 0 10 -1
+   3: 0A000001:0050 0100007F:D6A5 01 00000010:00000000 00:00000000 00000000     0        0 4 1 0 20 4 0 10 -1
+";
+        let sockets = parse_sockets(table);
+        assert_eq!(sockets.len(), 2, "neither the listener (remote 0.0.0.0) nor a socket off loopback counts");
+        let host = sockets.get(&(18480, 54948)).map(|s| (s.state, s.send_queue, s.receive_queue));
+        assert_eq!(host, Some((0x04, 0x2A_E8C9, 0)), "the host's side: FIN_WAIT1 with 2.8 MB unsent");
+        let client = sockets.get(&(54948, 18480)).map(|s| (s.state, s.send_queue, s.receive_queue));
+        assert_eq!(client, Some((TCP_ESTABLISHED, 0, 0x2000)));
     }
 }
