@@ -264,6 +264,15 @@ pub enum DeliveryError {
         /// Why, naming the broker (its URL redacted) and the error.
         message: String,
     },
+    /// The target took the event but did not confirm it within its timeout: it may or
+    /// may not have been delivered. A retry can help, and may duplicate.
+    #[error("{target}: {message}")]
+    Timeout {
+        /// The endpoint.
+        target: String,
+        /// What was not confirmed, and the timeout.
+        message: String,
+    },
 }
 
 impl DeliveryError {
@@ -277,6 +286,7 @@ impl DeliveryError {
             Self::Target { .. } => Outcome::TargetError,
             Self::ShuttingDown => Outcome::ShuttingDown,
             Self::Unavailable { .. } => Outcome::Unavailable,
+            Self::Timeout { .. } => Outcome::Timeout,
         }
     }
 }

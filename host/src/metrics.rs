@@ -26,11 +26,13 @@ pub enum Outcome {
     /// The target (a broker) was unreachable, so the event was not sent or its
     /// confirmation was lost.
     Unavailable,
+    /// The target did not confirm in time: the event may or may not have arrived.
+    Timeout,
 }
 
 impl Outcome {
     /// Every outcome, in label order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Delivered,
         Self::Busy,
         Self::NoRoute,
@@ -38,6 +40,7 @@ impl Outcome {
         Self::TargetError,
         Self::ShuttingDown,
         Self::Unavailable,
+        Self::Timeout,
     ];
 
     /// The label value.
@@ -51,6 +54,7 @@ impl Outcome {
             Self::TargetError => "target_error",
             Self::ShuttingDown => "shutting_down",
             Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
         }
     }
 }

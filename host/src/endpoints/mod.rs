@@ -1,8 +1,11 @@
 //! Broker-facing components. Each endpoint type lives in its own folder and is
 //! selected by one variant of [`EndpointConfig`].
 
+pub mod link;
 pub mod memory;
 pub mod rabbitmq;
+pub mod source;
+pub mod target;
 
 use serde::Deserialize;
 

@@ -18,20 +18,13 @@
 //! not handed over stay unacked and the broker requeues them when the connection closes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 
 use super::{Endpoint, message};
-use crate::adapter::{self, Direction};
-use crate::bus::BusError;
-use crate::event::{Ack, AckReceiver, DeliveryError, Event};
-
-/// The pause before requeueing messages whose events failed, so that redelivery does
-/// not spin while a target stays busy or down.
-const REQUEUE_PAUSE: Duration = Duration::from_millis(200);
+use crate::endpoints::source::{self, Settle};
 
 /// Why consuming ended.
 pub(super) enum End {
@@ -111,97 +104,24 @@ impl Consumer {
         }
     }
 
-    /// Maps `deliveries`, publishes their events onto the bus and settles each message.
+    /// Hands `deliveries` over and then acks, rejects or requeues each message.
     async fn hand_over(&self, deliveries: Vec<Delivery>) -> Step {
-        let ctx = &self.endpoint.ctx;
-        let mut records = Vec::with_capacity(deliveries.len());
-        let mut waiting = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
-            let (mut record, acker) = message::from_delivery(delivery, ctx.id, self.endpoint.ordering_key);
-            let (ack, settled) = Ack::new();
-            record.ack = Some(ack);
-            records.push(record);
-            waiting.push((acker, settled));
-        }
-        // Route 0: the mapping happens before routing, as an entrypoint's decode does.
-        let mapped = match self.endpoint.adapter.map(Direction::Downstream, &adapter::route_context(0), records) {
-            Ok(mapped) => mapped,
-            Err((_, error)) => {
-                // A trap or deadline may pass; the messages go back to the queue.
-                tracing::warn!(queue = %self.queue, error = %error, "the adapter failed on consumed messages; requeueing them");
-                tokio::time::sleep(REQUEUE_PAUSE).await;
-                for (acker, _) in waiting {
-                    let requeue = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
-                    if let Err(e) = acker.nack(requeue).await {
-                        return Step::End(End::Broken(format!("requeueing on queue `{}`: {e}", self.queue)));
-                    }
-                }
-                return Step::Next;
-            }
-        };
-        for (mut record, error) in mapped.refused {
-            let adapter = self.endpoint.adapter.name().to_owned();
-            record.settle(Err(DeliveryError::Adapter { adapter, message: error.message }));
-        }
-        for event in mapped.outputs {
-            if !self.publish(event).await {
-                // Shutdown: the events not handed over drop with their acknowledgement
-                // parts, which fail, so their messages are not acked.
-                break;
-            }
-        }
-        self.settle(waiting).await
-    }
-
-    /// Puts `event` on the bus, waiting as long as the bus is full. False when the host
-    /// stopped its sources first.
-    async fn publish(&self, mut event: Event) -> bool {
-        let sources = &self.endpoint.ctx.shutdown.sources;
-        let mut waited = false;
-        loop {
-            let published = tokio::select! {
-                biased;
-                () = sources.cancelled() => return false,
-                published = self.endpoint.ctx.bus.publish(event) => published,
-            };
-            match published {
-                Ok(()) => return true,
-                Err(BusError::Busy { event: back, .. }) => {
-                    if !waited {
-                        tracing::debug!(queue = %self.queue, "the bus is full; consuming waits");
-                        waited = true;
-                    }
-                    event = *back;
-                }
-                Err(BusError::Closed(_)) => return false,
-            }
-        }
-    }
-
-    /// Waits for every message's acknowledgement, then acks, rejects or requeues it.
-    async fn settle(&self, waiting: Vec<(lapin::Acker, AckReceiver)>) -> Step {
-        let mut outcomes = Vec::with_capacity(waiting.len());
-        for (acker, settled) in waiting {
-            // A dropped acknowledgement means the host lost the event: not delivered.
-            outcomes.push((acker, settled.await.unwrap_or(Err(DeliveryError::ShuttingDown))));
-        }
-        let retried = outcomes.iter().any(|(_, o)| matches!(o, Err(e) if !matches!(e, DeliveryError::Adapter { .. })));
-        if retried && !self.endpoint.ctx.shutdown.sources.is_cancelled() {
-            tokio::time::sleep(REQUEUE_PAUSE).await;
-        }
-        let mut routes_gone = false;
-        for (acker, outcome) in outcomes {
-            let done = match outcome {
-                Ok(()) => acker.ack(BasicAckOptions::default()).await,
-                Err(error @ DeliveryError::Adapter { .. }) => {
-                    tracing::warn!(queue = %self.queue, error = %error, "a consumed message was refused; rejecting it without requeue (dead-lettered if the queue has a dead-letter exchange)");
+        let endpoint = &self.endpoint;
+        let (records, ackers): (Vec<_>, Vec<_>) = deliveries
+            .into_iter()
+            .map(|delivery| message::from_delivery(delivery, endpoint.ctx.id, endpoint.ordering_key))
+            .unzip();
+        let settles = source::hand_over(&endpoint.ctx, &endpoint.adapter, &self.queue, records).await;
+        source::pause_before_retry(&endpoint.ctx, &settles).await;
+        let routes_gone = settles.iter().any(Settle::routes_gone);
+        for (acker, settle) in ackers.into_iter().zip(settles) {
+            let done = match settle {
+                Settle::Accept => acker.ack(BasicAckOptions::default()).await,
+                // Dead-lettered when the queue has a dead-letter exchange.
+                Settle::Reject(_) => {
                     acker.nack(BasicNackOptions { requeue: false, ..BasicNackOptions::default() }).await
                 }
-                Err(error) => {
-                    routes_gone |= matches!(error, DeliveryError::NoRoute(_));
-                    tracing::debug!(queue = %self.queue, error = %error, "a consumed message was not delivered; requeueing it");
-                    acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await
-                }
+                Settle::Retry(_) => acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await,
             };
             if let Err(e) = done {
                 return Step::End(End::Broken(format!("acknowledging on queue `{}`: {e}", self.queue)));

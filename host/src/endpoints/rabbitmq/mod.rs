@@ -15,7 +15,7 @@
 //! One supervisor task owns the connection. It connects, opens the publishing channel
 //! and, when consuming, declares and binds the queue; then it reports the endpoint
 //! ready. When anything breaks it reports why on `/readyz`, closes the connection and
-//! builds everything again, with exponential backoff capped at [`MAX_BACKOFF`].
+//! builds everything again, with exponential backoff (see [`Backoff`]).
 
 mod config;
 mod consume;
@@ -23,8 +23,8 @@ mod message;
 mod publish;
 
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -45,13 +45,10 @@ use tracing::Instrument;
 pub use config::{ConsumerMode, RabbitMqConfig, TlsConfig, parse_url};
 
 use crate::adapter::{self, Adapter};
+use crate::endpoints::link::{Backoff, Health};
 use crate::host::{ComponentContext, StartError};
 use crate::pipeline::TargetSender;
 
-/// The first pause before reconnecting; it doubles on every failure in a row.
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-/// The longest pause between two connection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often a connected session checks that its connection and channel are alive.
 /// A broken publish wakes the check at once; this bounds how long an idle endpoint
 /// looks ready after the broker went away.
@@ -73,8 +70,8 @@ struct Endpoint {
     tls: OwnedTLSConfig,
     /// The mapping, both directions.
     adapter: Adapter,
-    /// Why the endpoint is not connected, for deliveries that fail fast meanwhile.
-    down_reason: Mutex<String>,
+    /// Whether it is connected, and why not.
+    health: Health,
     /// Woken when a publish finds the session broken, so the supervisor acts at once.
     broken: Notify,
     /// The ordering key of everything consumed: one queue keeps one order.
@@ -163,18 +160,16 @@ pub fn spawn(ctx: ComponentContext, config: &RabbitMqConfig) -> Result<(TargetSe
     };
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (&*ctx.name, &queue).hash(&mut hasher);
-    let reason = format!("connecting to {url}");
-    ctx.readiness.report(&ctx.name, Some(reason.clone()));
     let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity);
     let endpoint = Arc::new(Endpoint {
         ordering_key: hasher.finish(),
+        health: Health::connecting(Arc::clone(&ctx.name), Arc::clone(&ctx.readiness), format!("connecting to {url}")),
         ctx,
         config: config.clone(),
         url,
         uri,
         tls,
         adapter,
-        down_reason: Mutex::new(reason),
         broken: Notify::new(),
     });
     let task = async move {
@@ -195,19 +190,6 @@ pub fn spawn(ctx: ComponentContext, config: &RabbitMqConfig) -> Result<(TargetSe
 }
 
 impl Endpoint {
-    /// Why deliveries fail while disconnected.
-    fn down_reason(&self) -> String {
-        self.down_reason.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    /// Reports the endpoint down (with why) or up, on `/readyz` and to fast failures.
-    fn report(&self, reason: Option<String>) {
-        if let Some(reason) = &reason {
-            reason.clone_into(&mut self.down_reason.lock().unwrap_or_else(PoisonError::into_inner));
-        }
-        self.ctx.readiness.report(&self.ctx.name, reason);
-    }
-
     /// True when the endpoint should consume: routes leave it, it has a queue to
     /// consume, and the host is not stopping its sources.
     fn wants_consumer(&self) -> bool {
@@ -224,9 +206,8 @@ impl Endpoint {
         queue: String,
         stop: CancellationToken,
     ) {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::default();
         let mut connected_before = false;
-        let mut last_error = String::new();
         while !stop.is_cancelled() {
             let consume = self.wants_consumer();
             let timeout = Duration::from_millis(self.config.connect_timeout_ms);
@@ -241,9 +222,8 @@ impl Endpoint {
                         stats.reconnects.fetch_add(1, Ordering::Relaxed);
                     }
                     connected_before = true;
-                    backoff = FIRST_BACKOFF;
-                    last_error.clear();
-                    self.report(None);
+                    backoff.reset();
+                    self.health.report(None);
                     tracing::info!(url = %self.url, consuming = session.consuming, "connected to rabbitmq");
                     let session = Arc::new(session);
                     link.send_replace(Some(Arc::clone(&session)));
@@ -256,35 +236,23 @@ impl Endpoint {
                         }
                         Ended::RoutesChanged => {
                             tracing::info!("routes from the endpoint changed; reconnecting to start or stop consuming");
-                            self.report(Some(format!("reconnecting to {}: routes changed", self.url)));
+                            self.health.report(Some(format!("reconnecting to {}: routes changed", self.url)));
                             close(&session.connection).await;
                             continue;
                         }
                         Ended::Broken(reason) => {
                             let reason = format!("lost the connection to {}: {reason}", self.url);
                             tracing::warn!(reason = %reason, "rabbitmq session broke; reconnecting");
-                            self.report(Some(reason));
+                            self.health.report(Some(reason));
                             close(&session.connection).await;
                         }
                     }
                 }
-                Err(e) => {
-                    let error = e.to_string();
-                    let reason = format!("not connected to {}: {error}", self.url);
-                    if error == last_error {
-                        tracing::debug!(reason = %reason, retry_in_ms = backoff.as_millis(), "still not connected");
-                    } else {
-                        tracing::warn!(reason = %reason, retry_in_ms = backoff.as_millis(), "cannot connect to rabbitmq");
-                    }
-                    last_error = error;
-                    self.report(Some(reason));
-                }
+                Err(e) => self.health.attempt_failed(&self.url, &e.to_string(), backoff.pause()),
             }
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = stop.cancelled() => return,
+            if !backoff.wait(&stop).await {
+                return;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 

@@ -11,10 +11,9 @@ use tokio::time::Instant;
 
 use super::message::{self, describe};
 use super::{Endpoint, Session};
-use crate::adapter;
+use crate::endpoints::target::{self, Pending};
 use crate::event::{DeliveryError, Event};
-use crate::pipeline::{Delivery, TargetReceiver, runs_by_route};
-use crate::routing::Route;
+use crate::pipeline::TargetReceiver;
 
 /// Publishes what the pipeline delivers to the endpoint.
 pub(super) struct Publisher {
@@ -26,14 +25,6 @@ pub(super) struct Publisher {
     confirm_timeout: Duration,
 }
 
-/// One record on its way to the broker.
-struct Pending {
-    /// The record, which carries the event's acknowledgement.
-    record: Event,
-    /// The route it travels on, for the packet log.
-    route: Arc<Route>,
-}
-
 impl Publisher {
     pub(super) fn new(endpoint: Arc<Endpoint>, link: watch::Receiver<Option<Arc<Session>>>) -> Self {
         let confirm_timeout = Duration::from_millis(endpoint.config.confirm_timeout_ms);
@@ -41,45 +32,26 @@ impl Publisher {
     }
 
     /// Runs until the queue closes (the last stage of shutdown).
-    pub(super) async fn run(self, mut queue: TargetReceiver) {
-        let max_batch = self.endpoint.config.max_batch;
-        let mut batch = Vec::with_capacity(max_batch);
+    pub(super) async fn run(self, queue: TargetReceiver) {
+        let (ctx, adapter) = (&self.endpoint.ctx, &self.endpoint.adapter);
+        let mut batches = target::Batches::new(queue, self.endpoint.config.max_batch);
         let mut log = Vec::new();
-        while queue.recv_many(&mut batch, max_batch).await > 0 {
-            self.handle(&mut batch, &mut log).await;
-            self.endpoint.ctx.recorder.flush(&mut log);
+        while let Some(pending) = batches.next(ctx, adapter, &mut log).await {
+            if !pending.is_empty() {
+                self.send(pending, &mut log).await;
+            }
+            ctx.recorder.flush(&mut log);
         }
     }
 
-    /// Maps `batch`, publishes every record, then awaits all confirms together and
-    /// records each outcome.
-    async fn handle(&self, batch: &mut Vec<Delivery>, log: &mut Vec<u8>) {
-        let recorder = &self.endpoint.ctx.recorder;
-        let mut pending = Vec::with_capacity(batch.len());
-        for (route, events) in runs_by_route(batch) {
-            let ctx = adapter::route_context(route.index);
-            let records = recorder.map_deliveries(
-                &self.endpoint.adapter,
-                adapter::Direction::Upstream,
-                &ctx,
-                &route,
-                events,
-                log,
-            );
-            pending.extend(records.into_iter().map(|record| Pending { record, route: Arc::clone(&route) }));
-        }
-        if pending.is_empty() {
-            return;
-        }
+    /// Publishes every record, then awaits all confirms together and records each
+    /// outcome.
+    async fn send(&self, pending: Vec<Pending>, log: &mut Vec<u8>) {
+        let ctx = &self.endpoint.ctx;
         let session = self.link.borrow().clone();
         let Some(session) = session else {
             // Fail fast: a client waiting on a broker that is down should hear so now.
-            let message = self.endpoint.down_reason();
-            for p in pending {
-                let error = DeliveryError::Unavailable { target: self.target(), message: message.clone() };
-                recorder.finish(p.record, &p.route, Err(error), log);
-            }
-            return;
+            return target::fail_all(ctx, pending, &self.endpoint.health.unavailable(), log);
         };
         let deadline = Instant::now() + self.confirm_timeout;
         let mut confirms = Vec::with_capacity(pending.len());
@@ -88,7 +60,7 @@ impl Publisher {
         }
         let results = join_all(confirms).await;
         for (p, result) in pending.into_iter().zip(results) {
-            recorder.finish(p.record, &p.route, result, log);
+            target::finish(ctx, p, result, log);
         }
     }
 
@@ -127,7 +99,7 @@ impl Publisher {
             }
             Err(_) => {
                 let message = format!("{place}: not sent within {} ms", self.confirm_timeout.as_millis());
-                return std::future::ready(Err(DeliveryError::Target { target, message })).boxed();
+                return std::future::ready(Err(DeliveryError::Timeout { target, message })).boxed();
             }
         };
         let timeout_ms = self.confirm_timeout.as_millis();
@@ -156,9 +128,12 @@ impl Publisher {
                     let message = format!("{place}: the connection to {url} failed before the broker confirmed: {e}");
                     Err(DeliveryError::Unavailable { target, message })
                 }
-                Err(_) => failed(format!(
-                    "{place}: not confirmed by the broker within {timeout_ms} ms; it may or may not have been delivered"
-                )),
+                Err(_) => Err(DeliveryError::Timeout {
+                    target,
+                    message: format!(
+                        "{place}: not confirmed by the broker within {timeout_ms} ms; it may or may not have been delivered"
+                    ),
+                }),
             }
         }
         .boxed()

@@ -203,8 +203,9 @@ impl Rejection {
 
     fn into_response(self) -> Response<Body> {
         let mut response = json_error(self.status, self.error, &self.message);
-        if self.error == "busy" {
-            // Busy is the one failure that a retry after a pause is expected to fix.
+        if matches!(self.error, "busy" | "target_unavailable") {
+            // A full queue drains and a broker comes back: a retry after a pause is
+            // expected to succeed. (A reconnecting endpoint backs off for at most 5 s.)
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
@@ -220,6 +221,7 @@ impl From<&DeliveryError> for Rejection {
             DeliveryError::Adapter { .. } => (StatusCode::BAD_GATEWAY, "adapter_error"),
             DeliveryError::Target { .. } => (StatusCode::BAD_GATEWAY, "target_error"),
             DeliveryError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "target_unavailable"),
+            DeliveryError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "target_timeout"),
         };
         Self::new(status, code, error.to_string())
     }
