@@ -832,3 +832,280 @@ async fn stopping_the_host_mid_stream_loses_no_message() {
     }
     let _ = channel.queue_delete(short(&queue), QueueDeleteOptions::default()).await;
 }
+
+/// The ids of the events `packets` show delivered to `target`.
+fn delivered_ids(packets: &[serde_json::Value], target: &str) -> Vec<String> {
+    packets
+        .iter()
+        .filter(|p| p["outcome"] == "delivered" && p["target"] == target)
+        .map(|p| p["event_id"].as_str().expect("an event id").to_owned())
+        .collect()
+}
+
+/// Consumers of `queue` and messages ready in it.
+async fn queue_state(channel: &Channel, queue: &str) -> (u32, u32) {
+    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    let q = channel.queue_declare(short(queue), passive, FieldTable::default()).await.expect("queue exists");
+    (q.consumer_count(), q.message_count())
+}
+
+/// Publishes `n` messages with ids `<prefix>-00000`… to the default exchange, routed to `queue`.
+async fn fill(channel: &Channel, queue: &str, prefix: &str, n: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:05}")).collect();
+    for id in &ids {
+        let properties = BasicProperties::default().with_message_id(short(id)).with_delivery_mode(2);
+        channel
+            .basic_publish(short(""), short(queue), BasicPublishOptions::default(), id.as_bytes(), properties)
+            .await
+            .expect("published");
+    }
+    ids
+}
+
+/// SIGKILL mid-stream: the broker requeues what the host had not acked, the restarted
+/// host delivers it, and every message the dead host acked had been handed over (its
+/// `delivered` packet line is written before the ack).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_while_consuming_loses_nothing_it_acked_and_redelivers_the_rest() {
+    let _broker = BROKER.read().await;
+    let (_connection, channel) = broker().await;
+    let queue = unique("mh-test-kill");
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    channel.queue_declare(short(&queue), durable, FieldTable::default()).await.expect("queue");
+    let total = 10_000;
+    let ids = fill(&channel, &queue, "k", total).await;
+    let prefetch = 20;
+    let config = format!(
+        r#"
+        [entrypoints.events]
+        type = "sse"
+        path = "/events"
+        ring = {{ messages = 20000 }}
+
+        [endpoints.rmq]
+        type = "rabbitmq"
+        url = "{url}"
+        consumer = "shared"
+        queue = "{queue}"
+        prefetch = {prefetch}
+
+        [[routes]]
+        source = "rmq"
+        target = "events"
+        "#,
+        url = broker_url()
+    );
+    let first = support::HostProcess::start("reload_poll_ms = 0", &config).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delivered_ids(&first.packets(), "events").len() < 200 {
+        assert!(Instant::now() < deadline, "the host did not consume; its log:\n{}", first.log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    kill_and_restart(first, &channel, &queue, total, &ids, prefetch, &config).await;
+}
+
+/// The second half of the SIGKILL test: kill, count what the broker kept, restart.
+async fn kill_and_restart(
+    first: support::HostProcess,
+    channel: &Channel,
+    queue: &str,
+    total: usize,
+    ids: &[String],
+    prefetch: usize,
+    config: &str,
+) {
+    let before = first.packets();
+    first.kill();
+    // The lines written before the kill are all there once the pipe is drained.
+    let handed_over: std::collections::BTreeSet<String> = delivered_ids(&before, "events").into_iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let kept = loop {
+        let (consumers, ready) = queue_state(channel, queue).await;
+        if consumers == 0 {
+            break ready as usize;
+        }
+        assert!(Instant::now() < deadline, "the broker did not notice the dead connection");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(kept > 0 && kept < total, "killed mid-stream: {kept} of {total} messages were still in the queue");
+
+    let second = support::HostProcess::start("reload_poll_ms = 0", config).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let redelivered = loop {
+        let got = delivered_ids(&second.packets(), "events");
+        if got.len() >= kept {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "{} of {kept} redelivered; log:\n{}", got.len(), second.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(redelivered.len(), kept, "the restarted host got exactly what the broker kept");
+    let redelivered: std::collections::BTreeSet<String> = redelivered.into_iter().collect();
+    let missing: Vec<&String> =
+        ids.iter().filter(|id| !handed_over.contains(*id) && !redelivered.contains(*id)).collect();
+    assert!(missing.is_empty(), "acked but never handed over: {missing:?}");
+    let twice = handed_over.intersection(&redelivered).count();
+    assert!(twice <= prefetch, "{twice} duplicates: only messages handed over but not yet acked come again");
+    drop(second);
+    let _ = channel.queue_delete(short(queue), QueueDeleteOptions::default()).await;
+}
+
+/// `broadcast`: every instance has its own queue on the exchange and gets every
+/// message. `shared`: instances compete for one queue and each message reaches one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_both_get_broadcast_messages_and_split_a_shared_queue() {
+    let _broker = BROKER.read().await;
+    let (_connection, channel) = broker().await;
+    let exchange = unique("mh-test-fan");
+    channel
+        .exchange_declare(
+            short(&exchange),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("exchange");
+    let shared = unique("mh-test-two");
+    channel.queue_declare(short(&shared), QueueDeclareOptions::default(), FieldTable::default()).await.expect("queue");
+    let config = format!(
+        r#"
+        [entrypoints.events]
+        type = "sse"
+        path = "/events"
+
+        [endpoints.everyone]
+        type = "rabbitmq"
+        url = "{url}"
+        bind_exchange = "{exchange}"
+
+        [endpoints.someone]
+        type = "rabbitmq"
+        url = "{url}"
+        consumer = "shared"
+        queue = "{shared}"
+        prefetch = 5
+
+        [[routes]]
+        source = "everyone"
+        target = "events"
+
+        [[routes]]
+        source = "someone"
+        target = "events"
+        "#,
+        url = broker_url()
+    );
+    let (a, b) = (start(&config).await, start(&config).await);
+    for t in [&a, &b] {
+        let ready = await_ready(t, 200, Duration::from_secs(10)).await;
+        assert_eq!(ready.status, 200, "{}", ready.text());
+    }
+    let n = 200;
+    for i in 0..n {
+        let id = format!("b-{i:03}");
+        publish(&channel, &exchange, "", id.as_bytes(), BasicProperties::default().with_message_id(short(&id))).await;
+    }
+    let shared_ids = fill(&channel, &shared, "s", n).await;
+    let ids_from = |t: &TestHost, source: &str| -> Vec<String> {
+        t.packets()
+            .iter()
+            .filter(|p| p["outcome"] == "delivered" && p["source"] == source)
+            .map(|p| p["event_id"].as_str().expect("an id").to_owned())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (ids_from(&a, "everyone").len() < n
+        || ids_from(&b, "everyone").len() < n
+        || ids_from(&a, "someone").len() + ids_from(&b, "someone").len() < n)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let broadcast: Vec<String> = (0..n).map(|i| format!("b-{i:03}")).collect();
+    assert_eq!(ids_from(&a, "everyone"), broadcast, "instance A got every broadcast message, in order");
+    assert_eq!(ids_from(&b, "everyone"), broadcast, "instance B got every broadcast message, in order");
+    let (mut from_a, from_b) = (ids_from(&a, "someone"), ids_from(&b, "someone"));
+    assert!(from_a.iter().all(|id| !from_b.contains(id)), "no shared message reached both");
+    from_a.extend(from_b);
+    from_a.sort_unstable();
+    assert_eq!(from_a, shared_ids, "every shared message reached one instance");
+    a.host.shutdown().await;
+    b.host.shutdown().await;
+    let _ = channel.queue_delete(short(&shared), QueueDeleteOptions::default()).await;
+    let _ = channel.exchange_delete(short(&exchange), ExchangeDeleteOptions::default()).await;
+}
+
+/// A WebSocket envelope client hears `ok` only once the broker confirmed; a record the
+/// adapter refuses fails alone, and one over `max_message_bytes` is refused naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_acks_follow_broker_confirms_and_bad_records_fail_alone() {
+    let _broker = BROKER.read().await;
+    let (_connection, channel) = broker().await;
+    let (exchange, queue) = exchange_and_queue(&channel, false, "#").await;
+    let t = start(&format!(
+        r#"
+        [entrypoints.ws]
+        type = "websocket"
+        path = "/ws"
+        adapter_settings = {{ protocol = "envelope" }}
+
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+        destination = "big"
+
+        [endpoints.rmq]
+        type = "rabbitmq"
+        url = "{url}"
+        exchange = "{exchange}"
+        max_message_bytes = 1024
+
+        [[routes]]
+        source = "ws"
+        target = "rmq"
+
+        [[routes]]
+        source = "ingest"
+        target = "rmq"
+        "#,
+        url = broker_url()
+    ))
+    .await;
+    let ready = await_ready(&t, 200, Duration::from_secs(10)).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let mut ws = t.ws("/ws").await;
+    let long_key = "k".repeat(300);
+    let frames = [("w1", "orders.eu"), ("w2", long_key.as_str()), ("w3", "orders.us")];
+    for (id, topic) in frames {
+        let publish = serde_json::json!({"type": "publish", "topic": topic, "id": id, "data": {"id": id}, "ack": true});
+        futures_util::SinkExt::send(&mut ws, tokio_tungstenite::tungstenite::Message::text(publish.to_string()))
+            .await
+            .expect("sent");
+    }
+    let mut acks = std::collections::BTreeMap::new();
+    for _ in 0..3 {
+        let ack = support::ws_json(&mut ws).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        acks.insert(ack["id"].as_str().expect("an id").to_owned(), ack);
+    }
+    assert_eq!(acks["w1"]["status"], "ok");
+    assert_eq!(acks["w3"]["status"], "ok");
+    assert_eq!(acks["w2"]["status"], "error");
+    let error = acks["w2"]["error"].as_str().expect("an error message");
+    assert!(error.contains("routing key") && error.contains("255"), "{error}");
+    // The acks came after the confirms: both messages are already in the queue.
+    let got = take(&channel, &queue, 3, Duration::from_millis(500)).await;
+    let keys: Vec<&str> = got.iter().map(|d| d.routing_key.as_str()).collect();
+    assert_eq!(keys, ["orders.eu", "orders.us"]);
+    assert_eq!(got[0].data, br#"{"id":"w1"}"#);
+
+    let reply = t.post("/ingest", &[("content-type", "text/plain")], "x".repeat(2000)).await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert_eq!(reply.json()["error"], "too_large");
+    let message = reply.json()["message"].as_str().expect("a message").to_owned();
+    assert!(message.contains("max_message_bytes of 1024") && message.contains("rmq"), "{message}");
+    assert_eq!(queue_state(&channel, &queue).await.1, 0, "the oversized record was refused before publishing");
+    t.host.shutdown().await;
+    delete(&channel, &exchange, &queue).await;
+}

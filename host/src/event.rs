@@ -264,6 +264,14 @@ pub enum DeliveryError {
         /// Why, naming the broker (its URL redacted) and the error.
         message: String,
     },
+    /// The record is larger than the endpoint accepts. Retrying cannot help.
+    #[error("{target}: {message}")]
+    TooLarge {
+        /// The endpoint.
+        target: String,
+        /// The record's size and the limit, by name.
+        message: String,
+    },
     /// The target took the event but did not confirm it within its timeout: it may or
     /// may not have been delivered. A retry can help, and may duplicate.
     #[error("{target}: {message}")]
@@ -287,6 +295,7 @@ impl DeliveryError {
             Self::ShuttingDown => Outcome::ShuttingDown,
             Self::Unavailable { .. } => Outcome::Unavailable,
             Self::Timeout { .. } => Outcome::Timeout,
+            Self::TooLarge { .. } => Outcome::TooLarge,
         }
     }
 }

@@ -28,11 +28,13 @@ pub enum Outcome {
     Unavailable,
     /// The target did not confirm in time: the event may or may not have arrived.
     Timeout,
+    /// The record was larger than the endpoint's `max_message_bytes`.
+    TooLarge,
 }
 
 impl Outcome {
     /// Every outcome, in label order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Delivered,
         Self::Busy,
         Self::NoRoute,
@@ -41,6 +43,7 @@ impl Outcome {
         Self::ShuttingDown,
         Self::Unavailable,
         Self::Timeout,
+        Self::TooLarge,
     ];
 
     /// The label value.
@@ -55,6 +58,7 @@ impl Outcome {
             Self::ShuttingDown => "shutting_down",
             Self::Unavailable => "unavailable",
             Self::Timeout => "timeout",
+            Self::TooLarge => "too_large",
         }
     }
 }

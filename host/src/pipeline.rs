@@ -15,7 +15,7 @@ use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::{self, Adapter};
-use crate::event::{DeliveryError, Event, EventKind};
+use crate::event::{Ack, DeliveryError, Event, EventKind};
 use crate::metrics::{ComponentStats, Outcome};
 use crate::packet_log::{Packet, PacketLog};
 use crate::routing::{ComponentId, Components, Route, RouteTable, Routes};
@@ -73,21 +73,34 @@ impl Recorder {
     /// Records the outcome of delivering `event` on `route`, appends its packet line
     /// to `log` and settles its acknowledgement.
     pub fn finish(&self, mut event: Event, route: &Route, result: Result<(), DeliveryError>, log: &mut Vec<u8>) {
-        let outcome = result.as_ref().err().map_or(Outcome::Delivered, DeliveryError::outcome);
+        self.record(&event, route, result.as_ref().err(), log);
+        event.settle(result);
+    }
+
+    /// Records a successful delivery of `event` on `route` like [`Recorder::finish`],
+    /// but returns its acknowledgement unsettled, for a target that settles only after
+    /// its packet lines were written (see [`Recorder::flush`]).
+    pub fn delivered(&self, mut event: Event, route: &Route, log: &mut Vec<u8>) -> Option<Ack> {
+        self.record(&event, route, None, log);
+        event.ack.take()
+    }
+
+    /// Counts the outcome (success without `error`) and appends the packet line.
+    fn record(&self, event: &Event, route: &Route, error: Option<&DeliveryError>, log: &mut Vec<u8>) {
+        let outcome = error.map_or(Outcome::Delivered, DeliveryError::outcome);
         route.stats.record(outcome);
         if outcome == Outcome::Delivered {
             route.stats.latency.observe(event.received_at.elapsed());
         }
         let packet = Packet {
-            event: &event,
+            event,
             source: self.components.name(route.source),
             route: Some(route),
             target: Some(self.components.name(route.target)),
             outcome,
-            error: result.as_ref().err(),
+            error,
         };
         self.packet_log.record(log, &packet);
-        event.settle(result);
     }
 
     /// Records an event that no route took.

@@ -144,6 +144,98 @@ impl TestHost {
     }
 }
 
+/// The `mediation-host` binary run as a process of its own, for tests that kill it
+/// with SIGKILL. Its packet log (stdout) is gathered line by line; its own log
+/// (stderr) goes to a file shown when a wait fails.
+pub struct HostProcess {
+    child: std::process::Child,
+    /// The entrypoint listener.
+    pub listen: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// Packet-log lines read so far.
+    packets: Arc<Mutex<Vec<String>>>,
+    /// Holds the config and log files.
+    dir: tempfile::TempDir,
+}
+
+impl HostProcess {
+    /// Starts the binary on `toml` (its `[host]` table gets the listeners, on free
+    /// ports, and `host` lines) and waits until `/healthz` answers.
+    pub async fn start(host: &str, toml: &str) -> Self {
+        let (listen, admin) = (free_port(), free_port());
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("config.toml");
+        let config = format!("[host]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\n{host}\n{toml}");
+        std::fs::write(&path, config).expect("config written");
+        let stderr = std::fs::File::create(dir.path().join("host.log")).expect("log file");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mediation-host"))
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env("MEDIATION_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("the host binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let packets = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&packets);
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.lock().expect("not poisoned").push(line);
+            }
+        });
+        let process = Self { child, listen, admin, packets, dir };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while TcpStream::connect(admin).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "the host did not start; its log:\n{}", process.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(process.admin("/healthz").await.status, 200, "{}", process.log());
+        process
+    }
+
+    /// The host's own log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
+    }
+
+    /// The packet-log lines so far, parsed.
+    pub fn packets(&self) -> Vec<serde_json::Value> {
+        let lines = self.packets.lock().expect("not poisoned").clone();
+        lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("packet line is JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// `GET` on the admin listener.
+    pub async fn admin(&self, path: &str) -> Reply {
+        request(self.admin, "GET", path, &[], Bytes::new()).await
+    }
+
+    /// Kills the process with SIGKILL: no shutdown, no goodbye to any broker.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL sent");
+        self.child.wait().expect("the host exited");
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback address with a port that was free a moment ago.
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address")
+}
+
 /// The bound on every wait for something the host should do promptly; generous,
 /// so that it only ever ends a test that would otherwise hang.
 pub const WAIT: Duration = Duration::from_secs(10);

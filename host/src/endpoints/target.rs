@@ -26,20 +26,23 @@ pub struct Batches {
     queue: TargetReceiver,
     /// The most deliveries taken at once.
     max_batch: usize,
+    /// The largest record (payload and headers) the endpoint sends.
+    max_message_bytes: usize,
     /// The deliveries taken, reused between batches.
     batch: Vec<Delivery>,
 }
 
 impl Batches {
     #[must_use]
-    pub fn new(queue: TargetReceiver, max_batch: usize) -> Self {
-        Self { queue, max_batch, batch: Vec::with_capacity(max_batch) }
+    pub fn new(queue: TargetReceiver, max_batch: usize, max_message_bytes: usize) -> Self {
+        Self { queue, max_batch, max_message_bytes, batch: Vec::with_capacity(max_batch) }
     }
 
     /// Waits for deliveries, takes up to `max_batch` of them and maps them, one
     /// adapter call per run of one route. `None` once the queue closed (the last
     /// stage of shutdown). The records returned must each be [`finish`]ed; events the
-    /// adapter refused were finished here, their packet lines appended to `log`.
+    /// adapter refused, and records over `max_message_bytes`, were finished here,
+    /// their packet lines appended to `log`.
     pub async fn next(&mut self, ctx: &ComponentContext, adapter: &Adapter, log: &mut Vec<u8>) -> Option<Vec<Pending>> {
         if self.queue.recv_many(&mut self.batch, self.max_batch).await == 0 {
             return None;
@@ -49,7 +52,19 @@ impl Batches {
             let call = adapter::route_context(route.index);
             let records =
                 ctx.recorder.map_deliveries(adapter, adapter::Direction::Upstream, &call, &route, events, log);
-            pending.extend(records.into_iter().map(|record| Pending { record, route: Arc::clone(&route) }));
+            for record in records {
+                let size = record.size();
+                if size > self.max_message_bytes {
+                    let message = format!(
+                        "the record is {size} bytes (payload and headers), over the endpoint's max_message_bytes of {}",
+                        self.max_message_bytes
+                    );
+                    let target = ctx.name.to_string();
+                    ctx.recorder.finish(record, &route, Err(DeliveryError::TooLarge { target, message }), log);
+                } else {
+                    pending.push(Pending { record, route: Arc::clone(&route) });
+                }
+            }
         }
         Some(pending)
     }

@@ -295,11 +295,13 @@ impl Hub {
     }
 
     /// The hub task: encodes what the pipeline delivers, once per event, appends it,
-    /// and confirms each delivery once its frame is in the ring.
+    /// and confirms each delivery once its frame is in the ring and its packet line
+    /// was written.
     pub async fn run(self: Arc<Self>, adapter: Adapter, mut queue: TargetReceiver) {
         let recorder = Arc::clone(&self.recorder);
         let mut batch = Vec::with_capacity(self.config.max_batch);
         let mut log = Vec::new();
+        let mut acks = Vec::with_capacity(self.config.max_batch);
         while queue.recv_many(&mut batch, self.config.max_batch).await > 0 {
             let mut next = self.head();
             for (route, mut events) in runs_by_route(&mut batch) {
@@ -318,11 +320,15 @@ impl Hub {
                 );
                 let entries: Vec<Entry> = frames.iter().map(|frame| entry(frame, &payloads)).collect();
                 self.append(entries);
-                for frame in frames {
-                    recorder.finish(frame, &route, Ok(()), &mut log);
-                }
+                acks.extend(frames.into_iter().filter_map(|frame| recorder.delivered(frame, &route, &mut log)));
             }
+            // The packet lines go out before the sources hear of the hand-off: a broker
+            // message acked because of it always has its `delivered` line, even if the
+            // process dies right after.
             recorder.flush(&mut log);
+            for ack in acks.drain(..) {
+                ack.settle(Ok(()));
+            }
         }
     }
 }

@@ -45,6 +45,11 @@ pub struct RabbitMqConfig {
     /// are awaited together; also the most consumed messages handed over at once.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// The largest record (payload and headers) published; a larger one fails with
+    /// outcome `too_large` (HTTP 413) naming this limit. RabbitMQ's own default limit
+    /// is 128 MiB (`max_message_size`); large messages also hold the broker's memory.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
     /// How long a published message may wait for the broker's confirm before its
     /// event fails (it may or may not have been delivered).
     #[serde(default = "default_confirm_timeout_ms")]
@@ -124,6 +129,11 @@ const fn default_max_batch() -> usize {
     256
 }
 
+/// 16 MiB: well under the broker's 128 MiB, and as much as one event usually carries.
+const fn default_max_message_bytes() -> usize {
+    16 * 1024 * 1024
+}
+
 const fn default_confirm_timeout_ms() -> u64 {
     5_000
 }
@@ -147,6 +157,7 @@ impl RabbitMqConfig {
         };
         problems.check(self.queue_capacity > 0, format!("{path}.queue_capacity"), "must be at least 1");
         problems.check(self.max_batch > 0, format!("{path}.max_batch"), "must be at least 1");
+        problems.check(self.max_message_bytes > 0, format!("{path}.max_message_bytes"), "must be at least 1");
         problems.check(self.confirm_timeout_ms > 0, format!("{path}.confirm_timeout_ms"), "must be at least 1");
         problems.check(self.connect_timeout_ms > 0, format!("{path}.connect_timeout_ms"), "must be at least 1");
         problems.check(

@@ -222,6 +222,7 @@ impl From<&DeliveryError> for Rejection {
             DeliveryError::Target { .. } => (StatusCode::BAD_GATEWAY, "target_error"),
             DeliveryError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "target_unavailable"),
             DeliveryError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "target_timeout"),
+            DeliveryError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         };
         Self::new(status, code, error.to_string())
     }
