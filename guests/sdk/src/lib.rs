@@ -1,7 +1,8 @@
 //! The Mediation Host adapter SDK.
 //!
 //! [`layout`] reads and writes the packed batch layout that crosses the adapter
-//! boundary; the host uses it too. With the `guest` feature (on by default),
+//! boundary; the host uses it too, and [`solace`] (Solace topic rules and their
+//! translation to MQTT), which the Solace adapter and the host's Solace endpoint share. With the `guest` feature (on by default),
 //! [`guest`] turns an [`guest::Adapter`] implementation into a WebAssembly component
 //! through [`export_adapter!`], so an adapter author writes one function per
 //! direction and per item, and never touches offsets; [`guest::testing`] runs an
@@ -15,6 +16,8 @@
 //! into another fails on duplicate symbols.
 
 pub mod layout;
+
+pub mod solace;
 
 #[cfg(feature = "guest")]
 pub mod guest;

@@ -1,8 +1,8 @@
 //! The Solace endpoint adapter: maps routed events to the records the host sends to a
 //! Solace PubSub+ broker over AMQP 1.0 or MQTT 5 (upstream), and received records to events
-//! (downstream). [`topic`] holds the Solace topic rules, the subscription matcher
-//! [`solace_topic_matches`] and the subscription translation
-//! [`solace_subscription_to_mqtt`].
+//! (downstream). The SDK's [`topic`] module (`mediation_adapter_sdk::solace`, shared with the
+//! host's Solace endpoint) holds the Solace topic rules, the subscription matcher
+//! [`solace_topic_matches`] and the subscription translation [`solace_subscription_to_mqtt`].
 //!
 //! Records follow the record convention of `docs/mappings/endpoints.md`. The two transports
 //! share their property mapping with the JMS and MQTT 5 adapters through the SDK's modules
@@ -63,9 +63,8 @@
 //! output keeps the input's flags (binary unless a rule above sets it, ack requested),
 //! sequence and client id: the host tracks items by them.
 
-pub mod topic;
-
-pub use topic::{SubscriptionError, solace_subscription_to_mqtt, solace_topic_matches};
+pub use mediation_adapter_sdk::solace::{SubscriptionError, solace_subscription_to_mqtt, solace_topic_matches};
+use mediation_adapter_sdk::solace as topic;
 
 use mediation_adapter_sdk::amqp::{self, AddressKind, Addressing};
 use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Role, Settings};

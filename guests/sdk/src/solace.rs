@@ -1,5 +1,6 @@
 //! Solace topics and queue names: what may be published to, how a subscription matches,
-//! and how a Solace subscription translates to an MQTT topic filter.
+//! and how a Solace subscription translates to an MQTT topic filter. Shared by the Solace
+//! adapter and the host's Solace endpoint, which translates its configured subscriptions.
 //!
 //! Solace topics are levels separated by `/`, at most 250 bytes and 128 levels, without
 //! U+0000. In a subscription, `*` alone at a level matches any one level, `abc*` matches a
