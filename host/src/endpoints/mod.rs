@@ -12,6 +12,19 @@ use serde::Deserialize;
 use crate::adapter::AdapterSource;
 use crate::config::{Component, Problems};
 
+/// How the replicas of a host (instances with the same configuration) consume a
+/// broker endpoint. Each endpoint documents how its broker does it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsumerMode {
+    /// Every instance gets every message and serves it to its own clients: what a
+    /// client sees does not depend on which replica it reached.
+    #[default]
+    Broadcast,
+    /// The instances compete: each message reaches one of them.
+    Shared,
+}
+
 /// `[endpoints.<name>]`, selected by `type`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
