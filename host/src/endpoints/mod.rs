@@ -3,6 +3,7 @@
 
 pub mod link;
 pub mod memory;
+pub mod mqtt;
 pub mod rabbitmq;
 pub mod source;
 pub mod target;
@@ -34,6 +35,8 @@ pub enum EndpointConfig {
     /// RabbitMQ (AMQP 0-9-1): publishing with confirms, consuming with manual acks.
     #[serde(rename = "rabbitmq")]
     RabbitMq(Box<rabbitmq::RabbitMqConfig>),
+    /// MQTT 5: publishing confirmed by PUBACK/PUBCOMP, subscribing with manual acks.
+    Mqtt(Box<mqtt::MqttConfig>),
 }
 
 impl EndpointConfig {
@@ -42,6 +45,7 @@ impl EndpointConfig {
         match self {
             Self::Memory(c) => c.adapter.as_mut(),
             Self::RabbitMq(c) => Some(&mut c.adapter),
+            Self::Mqtt(c) => Some(&mut c.adapter),
         }
     }
 }
@@ -51,6 +55,7 @@ impl Component for EndpointConfig {
         match self {
             Self::Memory(_) => "memory",
             Self::RabbitMq(_) => "rabbitmq",
+            Self::Mqtt(_) => "mqtt",
         }
     }
 
@@ -58,6 +63,7 @@ impl Component for EndpointConfig {
         match self {
             Self::Memory(c) => c.adapter.as_ref(),
             Self::RabbitMq(c) => Some(&c.adapter),
+            Self::Mqtt(c) => Some(&c.adapter),
         }
     }
 
@@ -65,6 +71,7 @@ impl Component for EndpointConfig {
         match self {
             Self::Memory(c) => c.validate(path, problems),
             Self::RabbitMq(c) => c.validate(path, problems),
+            Self::Mqtt(c) => c.validate(path, problems),
         }
     }
 }
