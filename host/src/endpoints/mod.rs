@@ -1,6 +1,7 @@
 //! Broker-facing components. Each endpoint type lives in its own folder and is
 //! selected by one variant of [`EndpointConfig`].
 
+pub mod amqp;
 pub mod link;
 pub mod memory;
 pub mod rabbitmq;
@@ -21,6 +22,10 @@ pub enum EndpointConfig {
     /// RabbitMQ (AMQP 0-9-1): publishing with confirms, consuming with manual acks.
     #[serde(rename = "rabbitmq")]
     RabbitMq(Box<rabbitmq::RabbitMqConfig>),
+    /// AMQP 1.0, e.g. JMS brokers such as ActiveMQ Artemis: unsettled sends that succeed
+    /// on `accepted`, receivers with link credit. `type = "jms"` is an alias.
+    #[serde(rename = "amqp", alias = "jms")]
+    Amqp(Box<amqp::AmqpConfig>),
 }
 
 impl EndpointConfig {
@@ -29,6 +34,7 @@ impl EndpointConfig {
         match self {
             Self::Memory(c) => c.adapter.as_mut(),
             Self::RabbitMq(c) => Some(&mut c.adapter),
+            Self::Amqp(c) => Some(&mut c.adapter),
         }
     }
 }
@@ -38,6 +44,7 @@ impl Component for EndpointConfig {
         match self {
             Self::Memory(_) => "memory",
             Self::RabbitMq(_) => "rabbitmq",
+            Self::Amqp(_) => "amqp",
         }
     }
 
@@ -45,6 +52,7 @@ impl Component for EndpointConfig {
         match self {
             Self::Memory(c) => c.adapter.as_ref(),
             Self::RabbitMq(c) => Some(&c.adapter),
+            Self::Amqp(c) => Some(&c.adapter),
         }
     }
 
@@ -52,6 +60,7 @@ impl Component for EndpointConfig {
         match self {
             Self::Memory(c) => c.validate(path, problems),
             Self::RabbitMq(c) => c.validate(path, problems),
+            Self::Amqp(c) => c.validate(path, problems),
         }
     }
 }
