@@ -52,6 +52,9 @@ readonly ARTEMIS_VERSION=2.56.0      # org.apache.artemis:apache-artemis:tar.gz:
 readonly ARTEMIS_GROUP_PATH=org/apache/artemis
 # Bump when the generated instance/config layout changes, to force regeneration.
 readonly CONFIG_REV=1
+# Artemis's own revision, so that changing its broker.xml does not regenerate Kafka.
+# 2: addresses under `mh-strict.` are never auto-created (tests of a missing address).
+readonly ARTEMIS_CONFIG_REV=2
 
 readonly ALL_BROKERS=(rabbitmq mosquitto kafka artemis)
 readonly TIMEOUT=${BROKERS_TIMEOUT:-120}
@@ -552,7 +555,7 @@ artemis_addr() {
 artemis_port() { echo "$ARTEMIS_AMQP_PORT"; }
 
 artemis_create_instance() {
-  local stamp="$ARTEMIS_VERSION/$CONFIG_REV"
+  local stamp="$ARTEMIS_VERSION/$CONFIG_REV.$ARTEMIS_CONFIG_REV"
   if [[ $(cat "$ARTEMIS_INSTANCE/.created-by" 2>/dev/null) == "$stamp" ]]; then
     return 0
   fi
@@ -574,6 +577,14 @@ artemis_create_instance() {
     die "artemis: could not configure the AMQP acceptor in $xml"
   grep -qE "<acceptor name=\"artemis\">tcp://$HOST:$ARTEMIS_CORE_PORT\?" "$xml" ||
     die "artemis: core acceptor is not on $HOST:$ARTEMIS_CORE_PORT in $xml"
+
+  # Addresses under `mh-strict.` are not auto-created: sending to or receiving from a
+  # missing one is refused with amqp:not-found (the AMQP endpoint's tests need that;
+  # everything else keeps Artemis's auto-creation).
+  local strict='<address-setting match="mh-strict.#"><auto-create-queues>false</auto-create-queues><auto-create-addresses>false</auto-create-addresses></address-setting>'
+  sed -i -E "s|(<address-setting match=\"#\">)|$strict\n         \1|" "$xml"
+  grep -qF 'match="mh-strict.#"' "$xml" ||
+    die "artemis: could not add the mh-strict address setting to $xml"
 
   # Second user (plain text is accepted by the properties login module).
   # (The generated file has no trailing newline.)

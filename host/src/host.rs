@@ -132,6 +132,7 @@ impl Host {
                 EndpointConfig::Memory(c) => endpoints::memory::spawn(ctx, c)?,
                 EndpointConfig::RabbitMq(c) => endpoints::rabbitmq::spawn(ctx, c)?,
                 EndpointConfig::Mqtt(c) => endpoints::mqtt::spawn(ctx, c)?,
+                EndpointConfig::Amqp(c) => endpoints::amqp::spawn(ctx, c)?,
             };
             targets_by_id[id.0 as usize] = Some(sender);
             targets.spawn(async move {

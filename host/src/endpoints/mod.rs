@@ -1,6 +1,7 @@
 //! Broker-facing components. Each endpoint type lives in its own folder and is
 //! selected by one variant of [`EndpointConfig`].
 
+pub mod amqp;
 pub mod link;
 pub mod memory;
 pub mod mqtt;
@@ -37,6 +38,10 @@ pub enum EndpointConfig {
     RabbitMq(Box<rabbitmq::RabbitMqConfig>),
     /// MQTT 5: publishing confirmed by PUBACK/PUBCOMP, subscribing with manual acks.
     Mqtt(Box<mqtt::MqttConfig>),
+    /// AMQP 1.0, e.g. JMS brokers such as ActiveMQ Artemis: unsettled sends that succeed
+    /// on `accepted`, receivers with link credit. `type = "jms"` is an alias.
+    #[serde(rename = "amqp", alias = "jms")]
+    Amqp(Box<amqp::AmqpConfig>),
 }
 
 impl EndpointConfig {
@@ -46,6 +51,7 @@ impl EndpointConfig {
             Self::Memory(c) => c.adapter.as_mut(),
             Self::RabbitMq(c) => Some(&mut c.adapter),
             Self::Mqtt(c) => Some(&mut c.adapter),
+            Self::Amqp(c) => Some(&mut c.adapter),
         }
     }
 }
@@ -56,6 +62,7 @@ impl Component for EndpointConfig {
             Self::Memory(_) => "memory",
             Self::RabbitMq(_) => "rabbitmq",
             Self::Mqtt(_) => "mqtt",
+            Self::Amqp(_) => "amqp",
         }
     }
 
@@ -64,6 +71,7 @@ impl Component for EndpointConfig {
             Self::Memory(c) => c.adapter.as_ref(),
             Self::RabbitMq(c) => Some(&c.adapter),
             Self::Mqtt(c) => Some(&c.adapter),
+            Self::Amqp(c) => Some(&c.adapter),
         }
     }
 
@@ -72,6 +80,7 @@ impl Component for EndpointConfig {
             Self::Memory(c) => c.validate(path, problems),
             Self::RabbitMq(c) => c.validate(path, problems),
             Self::Mqtt(c) => c.validate(path, problems),
+            Self::Amqp(c) => c.validate(path, problems),
         }
     }
 }

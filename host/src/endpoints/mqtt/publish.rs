@@ -143,7 +143,8 @@ impl Publisher {
     /// Runs until the queue closes (the last stage of shutdown).
     pub(super) async fn run(self, queue: TargetReceiver) {
         let (ctx, adapter) = (&self.endpoint.ctx, &self.endpoint.adapter);
-        let mut batches = target::Batches::new(queue, self.endpoint.config.max_batch);
+        let config = &self.endpoint.config;
+        let mut batches = target::Batches::new(queue, config.max_batch, config.max_message_bytes);
         let mut log = Vec::new();
         while let Some(pending) = batches.next(ctx, adapter, &mut log).await {
             if !pending.is_empty() {
