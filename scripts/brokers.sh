@@ -26,6 +26,7 @@ readonly RABBITMQ_DIST_PORT=25672    # Erlang distribution (rabbitmqctl); epmd o
 readonly MOSQUITTO_PORT=1883         # MQTT 3.1.1 / 5
 readonly KAFKA_PORT=9092             # Kafka PLAINTEXT listener (clients)
 readonly KAFKA_CONTROLLER_PORT=9093  # KRaft controller listener
+readonly KAFKA_SASL_PORT=9094        # Kafka SASL_PLAINTEXT listener (PLAIN, TEST_USER)
 readonly ARTEMIS_AMQP_PORT=5673      # AMQP 1.0 (not 5672: RabbitMQ has that)
 readonly ARTEMIS_CORE_PORT=61616     # Artemis core (multi-protocol) acceptor
 
@@ -33,7 +34,8 @@ readonly ARTEMIS_CORE_PORT=61616     # Artemis core (multi-protocol) acceptor
 # RabbitMQ: the built-in guest/guest (works from loopback) plus TEST_USER,
 # administrator with ".*" configure/write/read on vhost "/".
 # Mosquitto: anonymous access.
-# Kafka: no authentication (PLAINTEXT).
+# Kafka: no authentication on PLAINTEXT 9092; SASL PLAIN with TEST_USER on
+# SASL_PLAINTEXT 9094 (so that wrong credentials can be tested for real).
 # Artemis: login required; ARTEMIS_ADMIN_USER and TEST_USER, both in role
 # "amq" which has every permission on every address.
 readonly TEST_USER=mediation
@@ -50,6 +52,9 @@ readonly ARTEMIS_VERSION=2.56.0      # org.apache.artemis:apache-artemis:tar.gz:
 readonly ARTEMIS_GROUP_PATH=org/apache/artemis
 # Bump when the generated instance/config layout changes, to force regeneration.
 readonly CONFIG_REV=1
+# The same for Kafka alone (2: the SASL_PLAINTEXT listener), so that changing Kafka's
+# configuration does not regenerate the other brokers.
+readonly KAFKA_CONFIG_REV=2
 
 readonly ALL_BROKERS=(rabbitmq mosquitto kafka artemis)
 readonly TIMEOUT=${BROKERS_TIMEOUT:-120}
@@ -406,7 +411,9 @@ mosquitto_stop() {
 # --- Kafka (KRaft, single combined node) --------------------------------------
 kafka_pid() { pid_of "$KAFKA_DIR/kafka.pid" kafka.Kafka; }
 kafka_log() { echo "$KAFKA_DIR/logs/server.log (and $KAFKA_DIR/logs/kafka.out)"; }
-kafka_addr() { echo "$HOST:$KAFKA_PORT (PLAINTEXT, no auth; controller $HOST:$KAFKA_CONTROLLER_PORT)"; }
+kafka_addr() {
+  echo "$HOST:$KAFKA_PORT (PLAINTEXT, no auth; SASL_PLAINTEXT PLAIN $TEST_USER/$TEST_PASSWORD on $HOST:$KAFKA_SASL_PORT; controller $HOST:$KAFKA_CONTROLLER_PORT)"
+}
 kafka_port() { echo "$KAFKA_PORT"; }
 
 # Run a Kafka CLI class (e.g. org.apache.kafka.tools.TopicCommand) quietly.
@@ -422,11 +429,14 @@ kafka_configure() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SASL_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SASL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$TEST_USER="$TEST_PASSWORD";
 log.dirs=$KAFKA_DIR/data
 num.partitions=3
 auto.create.topics.enable=true
@@ -478,7 +488,7 @@ EOF
 
 kafka_start() {
   kafka_configure
-  local data="$KAFKA_DIR/data" stamp="$KAFKA_VERSION/$CONFIG_REV"
+  local data="$KAFKA_DIR/data" stamp="$KAFKA_VERSION/$KAFKA_CONFIG_REV"
   if [[ -n ${BROKERS_FRESH:-} ]] || [[ ! -f $data/meta.properties ]] ||
      [[ $(cat "$data/.formatted-by" 2>/dev/null) != "$stamp" ]]; then
     rm -rf "$data"
