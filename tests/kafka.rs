@@ -773,8 +773,19 @@ async fn two_instances_both_get_every_record_in_broadcast_and_split_them_in_shar
     })
     .await
     .expect("members");
-    let events_a = poll_events(&a, "/poll", 30, Duration::from_secs(3)).await;
-    let events_b = poll_events(&b, "/poll", 30 - events_a.len(), Duration::from_secs(20)).await;
+    for i in 0..30 {
+        let id = format!("s-{i}");
+        produce(&producer, &topic, &format!("key-{i}"), id.as_bytes(), &[("message-id", id.as_bytes())]).await;
+    }
+    // Each instance's events; the first 30 (`b-`) were consumed by whichever instance
+    // held their partition first, and count too.
+    let (mut events_a, mut events_b) = (Vec::new(), Vec::new());
+    let (mut cursor_a, mut cursor_b) = (0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while events_a.len() + events_b.len() < 60 && Instant::now() < deadline {
+        poll_once(&a, &mut cursor_a, &mut events_a).await;
+        poll_once(&b, &mut cursor_b, &mut events_b).await;
+    }
     let ids = |events: &[serde_json::Value]| -> Vec<String> {
         events.iter().filter_map(|e| e["id"].as_str().map(String::from)).collect()
     };
@@ -782,12 +793,23 @@ async fn two_instances_both_get_every_record_in_broadcast_and_split_them_in_shar
     eprintln!("shared: {} to one instance, {} to the other", ids_a.len(), ids_b.len());
     let mut all: Vec<&String> = ids_a.iter().chain(&ids_b).collect();
     all.sort();
-    let mut expected: Vec<String> = (0..30).map(|i| format!("b-{i}")).collect();
+    let mut expected: Vec<String> = (0..30).flat_map(|i| [format!("b-{i}"), format!("s-{i}")]).collect();
     expected.sort();
     assert_eq!(all, expected.iter().collect::<Vec<_>>(), "each record exactly once across the two");
-    assert!(!ids_a.is_empty() && !ids_b.is_empty(), "both instances got partitions");
+    let split = |ids: &[String]| ids.iter().any(|id| id.starts_with("s-"));
+    assert!(split(&ids_a) && split(&ids_b), "both instances got partitions: {ids_a:?} {ids_b:?}");
     a.host.shutdown().await;
     b.host.shutdown().await;
+}
+
+/// One short poll of the HTTP GET entrypoint `/poll` of `t` from `cursor`, adding what
+/// came to `events`.
+async fn poll_once(t: &TestHost, cursor: &mut u64, events: &mut Vec<serde_json::Value>) {
+    let reply = t.get(&format!("/poll?cursor={cursor}&limit=1000&wait_ms=100"), &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = reply.json();
+    events.extend(body["events"].as_array().expect("events").iter().cloned());
+    *cursor = body["next_cursor"].as_u64().expect("a cursor");
 }
 
 /// Waits until consumer group `group` has `n` members in a stable state.
@@ -887,7 +909,9 @@ fn committed_offsets(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
 /// to a client that resumes from before the ring, skipped).
 async fn sse_data(stream: &mut support::SseStream, n: usize, into: &mut Vec<String>) {
     while into.len() < n {
-        let frame = stream.next_event().await;
+        // The restarted instance joins the group only once the killed one's session
+        // expired (`session.timeout.ms`, 6 s here).
+        let frame = stream.next_event_within(Duration::from_secs(30)).await;
         if frame.event.is_none() && !frame.data.is_empty() {
             into.push(frame.joined());
         }
@@ -899,7 +923,7 @@ async fn a_host_killed_while_consuming_gets_every_record_not_committed_again_aft
     let _broker = BROKER.read().await;
     let topic = unique("mh-test-kill");
     create_topic(&topic, 3).await;
-    const TOTAL: usize = 3000;
+    const TOTAL: usize = 50_000;
     let producer = producer();
     let mut reports = Vec::with_capacity(TOTAL);
     for i in 0..TOTAL {
@@ -920,13 +944,16 @@ async fn a_host_killed_while_consuming_gets_every_record_not_committed_again_aft
         [entrypoints.events]
         type = "sse"
         path = "/events"
+        ring = {{ messages = 60000 }}
 
         [endpoints.kafka]
         type = "kafka"
         brokers = "{brokers}"
         topics = ["{topic}"]
         auto_offset_reset = "earliest"
-        max_batch = 10
+        max_batch = 1
+        commit_interval_ms = 200
+        consumer_properties = {{ "session.timeout.ms" = "6000" }}
 
         [[routes]]
         source = "kafka"
@@ -943,17 +970,31 @@ async fn a_host_killed_while_consuming_gets_every_record_not_committed_again_aft
     let mut stream = support::SseStream::open(first.listen, "/events", &resume).await.expect("an SSE stream");
     let mut before: Vec<String> = Vec::new();
     sse_data(&mut stream, 300, &mut before).await;
+    // Mid-stream, once the group committed something (every `commit_interval_ms`).
+    let group = format!("mediation.kafka.{instance}");
+    loop {
+        let committed = tokio::task::spawn_blocking({
+            let (topic, group) = (topic.clone(), group.clone());
+            move || committed_offsets(&group, &topic, 3)
+        })
+        .await
+        .expect("committed offsets");
+        if committed.iter().sum::<i64>() > 0 {
+            break;
+        }
+        let n = before.len() + 100;
+        sse_data(&mut stream, n, &mut before).await;
+    }
+    eprintln!("first run: {} events read", before.len());
     first.kill();
     // What the killed host had already written to the socket still arrives.
-    while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(2), stream.next()).await {
+    for frame in stream.rest().await {
         if frame.event.is_none() && !frame.data.is_empty() {
             before.push(frame.joined());
         }
     }
-    assert!(before.len() < TOTAL, "the host was killed mid-stream");
 
     // What the group committed: everything from there on must come again.
-    let group = format!("mediation.kafka.{instance}");
     let committed = tokio::task::spawn_blocking({
         let (topic, group) = (topic.clone(), group.clone());
         move || committed_offsets(&group, &topic, 3)
@@ -966,6 +1007,8 @@ async fn a_host_killed_while_consuming_gets_every_record_not_committed_again_aft
     let mut stream = support::SseStream::open(second.listen, "/events", &resume).await.expect("an SSE stream");
     let not_committed: usize =
         written.values().filter(|(p, o)| *o >= committed[usize::try_from(*p).expect("a partition")]).count();
+    eprintln!("committed {committed:?}: {not_committed} records to come again");
+    assert!(not_committed > 0, "the host was killed mid-stream, with records not committed");
     let mut after: Vec<String> = Vec::new();
     sse_data(&mut stream, not_committed, &mut after).await;
     let after: HashSet<String> = after.into_iter().collect();

@@ -281,12 +281,48 @@ impl SseStream {
         within("the next SSE frame", self.read_frame()).await
     }
 
+    /// The next frame that is not a heartbeat comment, waiting up to `wait` (for what
+    /// takes longer than [`WAIT`] by design, such as a consumer group rebalance).
+    pub async fn next_event_within(&mut self, wait: Duration) -> SseFrame {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.read_frame())
+                .await
+                .unwrap_or_else(|_| panic!("no SSE event within {wait:?}"))
+                .expect("the SSE stream is still open");
+            if !frame.comment {
+                return frame;
+            }
+        }
+    }
+
     /// The next frame that is not a heartbeat comment.
     pub async fn next_event(&mut self) -> SseFrame {
         loop {
             let frame = self.next().await.expect("the SSE stream is still open");
             if !frame.comment {
                 return frame;
+            }
+        }
+    }
+
+    /// Every frame still to come until the stream ends or breaks (a server that died
+    /// mid-stream), each within [`WAIT`] of the previous.
+    pub async fn rest(&mut self) -> Vec<SseFrame> {
+        let mut frames = Vec::new();
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let raw: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                frames.push(SseFrame::parse(String::from_utf8(raw).expect("SSE frames are UTF-8")));
+                continue;
+            }
+            match within("the next SSE chunk", self.body.frame()).await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        self.buffer.extend_from_slice(data);
+                    }
+                }
+                Some(Err(_)) | None => return frames,
             }
         }
     }

@@ -14,7 +14,7 @@ const MAX_TOPIC_CHARS: usize = 249;
 
 /// Settings the endpoint derives from its own fields; a `properties` table that sets
 /// one of them too is refused, so that each is decided in one place.
-const OWN_PROPERTIES: [&str; 12] = [
+const OWN_PROPERTIES: [&str; 14] = [
     "bootstrap.servers",
     "security.protocol",
     "sasl.mechanism",
@@ -23,6 +23,8 @@ const OWN_PROPERTIES: [&str; 12] = [
     "sasl.password",
     "group.id",
     "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.commit.interval.ms",
     "enable.idempotence",
     "acks",
     "message.timeout.ms",
@@ -85,6 +87,11 @@ pub struct KafkaConfig {
     /// How long one metadata request (the connection and readiness check) may take.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// How often the offsets of handed-over records are committed (librdkafka
+    /// `auto.commit.interval.ms`; also on a rebalance and when the host stops). Records
+    /// handed over since the last commit are delivered again after a crash.
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
     /// How long the consumer may go without reading before the group gives its
     /// partitions to another member (librdkafka `max.poll.interval.ms`). While the bus is
     /// full the consumer pauses its partitions and keeps reading well within this.
@@ -243,6 +250,10 @@ const fn default_connect_timeout_ms() -> u64 {
     5_000
 }
 
+const fn default_commit_interval_ms() -> u64 {
+    1_000
+}
+
 const fn default_max_poll_interval_ms() -> u64 {
     300_000
 }
@@ -276,6 +287,7 @@ impl KafkaConfig {
         problems.check(self.max_batch > 0, format!("{path}.max_batch"), "must be at least 1");
         problems.check(self.delivery_timeout_ms > 0, format!("{path}.delivery_timeout_ms"), "must be at least 1");
         problems.check(self.connect_timeout_ms > 0, format!("{path}.connect_timeout_ms"), "must be at least 1");
+        problems.check(self.commit_interval_ms > 0, format!("{path}.commit_interval_ms"), "must be at least 1");
         problems.check(
             self.max_poll_interval_ms >= 3_000,
             format!("{path}.max_poll_interval_ms"),
@@ -303,7 +315,7 @@ impl KafkaConfig {
                 problems.add(
                     format!("{path}.{table}.{name}"),
                     "is set by the endpoint's own settings (brokers, sasl, tls, consumer, group_id, acks, \
-                     idempotent, delivery_timeout_ms, max_poll_interval_ms); set it there",
+                     idempotent, delivery_timeout_ms, commit_interval_ms, max_poll_interval_ms); set it there",
                 );
             }
         }
@@ -419,8 +431,9 @@ impl KafkaConfig {
         config
     }
 
-    /// The consumer's librdkafka settings, in the consumer group `group`. Offsets are
-    /// committed by the endpoint, never automatically.
+    /// The consumer's librdkafka settings, in the consumer group `group`. librdkafka
+    /// commits every `commit_interval_ms`, but only the offsets the endpoint stored after
+    /// hand-over: never one of a record still on its way.
     #[must_use]
     pub fn consumer(&self, group: &str) -> ClientConfig {
         let mut config = self.common();
@@ -430,7 +443,9 @@ impl KafkaConfig {
         };
         config
             .set("group.id", group)
-            .set("enable.auto.commit", "false")
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", self.commit_interval_ms.to_string())
             .set("auto.offset.reset", reset)
             .set("max.poll.interval.ms", self.max_poll_interval_ms.to_string());
         for (name, value) in &self.consumer_properties {
@@ -514,7 +529,8 @@ mod tests {
             assert_eq!(producer.get(name), Some(value), "{name}");
         }
         let consumer = config.consumer("g");
-        assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+        assert_eq!(consumer.get("enable.auto.offset.store"), Some("false"), "only handed-over offsets");
+        assert_eq!(consumer.get("auto.commit.interval.ms"), Some("1000"));
         assert_eq!(consumer.get("group.id"), Some("g"));
         assert_eq!(consumer.get("auto.offset.reset"), Some("latest"));
     }

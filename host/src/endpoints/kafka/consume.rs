@@ -1,20 +1,21 @@
 //! The source side: consume in a consumer group, hand each record to the bus, and
-//! commit an offset only once every record up to it was settled.
+//! store an offset for commit only once every record up to it was settled.
 //!
 //! What the consumer has ready (up to `max_batch` records, across partitions) is mapped
 //! in one adapter call and published onto the bus in order, each event carrying an
 //! [`Ack`](crate::event::Ack); each partition keeps its own ordering key, so its order
 //! holds through the bus. Then, per partition, in offset order:
 //!
-//! - every target accepted the event: the offset after it may be committed;
+//! - every target accepted the event: the offset after it is stored for commit;
 //! - the adapter refused the record: a retry cannot help, so it is logged and committed
 //!   past, like an accepted one (Kafka has no dead-letter of its own);
 //! - anything else (a target busy or down, no route, shutdown): the partition is sought
 //!   back to that record, which is read again after a short pause, and nothing from it
 //!   on is committed. Later records of that partition in the batch are read again too.
 //!
-//! The offsets are committed asynchronously after each batch; a commit lost in a crash
-//! means those records are delivered again (at least once, never lost).
+//! librdkafka commits the stored offsets every `commit_interval_ms`, on a rebalance and
+//! when the consumer closes: one request for many batches. Records handed over since
+//! the last commit are delivered again after a crash (at least once, never lost).
 //!
 //! While the bus is full, the hand-over waits and the consumer reads nothing more. So
 //! that the group does not take its partitions away for not reading (`max.poll.interval.ms`),
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -169,19 +170,21 @@ impl<'a> Consumer<'a> {
         routes_gone
     }
 
-    /// Commits, per partition, past every record settled before the first one to
-    /// retry, and seeks each partition with a record to retry back to it.
+    /// Stores for commit, per partition, the offset past every record settled before the
+    /// first one to retry, and seeks each partition with a record to retry back to it.
     fn settle(&mut self, positions: &[Position], settles: &[Settle]) {
         let plan = plan(positions, settles);
         if !plan.commit.is_empty() {
             let mut offsets = TopicPartitionList::new();
             for ((topic, partition), next) in &plan.commit {
                 if let Err(e) = offsets.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
-                    tracing::warn!(topic = %topic, partition, error = %e, "cannot commit this offset");
+                    tracing::warn!(topic = %topic, partition, error = %e, "cannot store this offset");
                 }
             }
-            if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
-                tracing::warn!(error = %e, "committing offsets failed; the records will be delivered again");
+            // Fails for a partition this member no longer holds (a rebalance meanwhile):
+            // its new holder reads those records again.
+            if let Err(e) = self.consumer.store_offsets(&offsets) {
+                tracing::debug!(error = %e, "storing offsets failed; the records will be delivered again");
             }
         }
         for ((topic, partition), offset) in &plan.rewind {
@@ -198,7 +201,7 @@ impl<'a> Consumer<'a> {
 /// What to commit and where to seek after a batch, per `(topic, partition)`.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Plan {
-    /// The offset to commit: the one after the last record settled in order.
+    /// The offset to store for commit: the one after the last record settled in order.
     commit: BTreeMap<(String, i32), i64>,
     /// The offset of the first record to read again.
     rewind: BTreeMap<(String, i32), i64>,

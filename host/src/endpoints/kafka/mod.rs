@@ -9,7 +9,7 @@
 //!
 //! As a **source**, only while routes leave the endpoint, it consumes in a consumer group
 //! (see `consume.rs`) and commits an offset only after every record up to it was handed
-//! over.
+//! over (librdkafka commits the offsets the endpoint stores, every `commit_interval_ms`).
 //!
 //! librdkafka connects and reconnects by itself, so there is no connection to supervise;
 //! what this module supervises is the endpoint's **health**, which librdkafka does not
