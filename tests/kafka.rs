@@ -1025,3 +1025,45 @@ async fn a_host_killed_while_consuming_gets_every_record_not_committed_again_aft
     assert!(after.len() < TOTAL, "the restarted host resumed from the committed offsets, not from the start");
     drop(second);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_its_target_does_not_accept_is_read_again_and_never_committed() {
+    let _broker = BROKER.read().await;
+    let topic = unique("mh-test-retry");
+    create_topic(&topic, 1).await;
+    produce(&producer(), &topic, "k", b"undeliverable", &[("message-id", b"u-1")]).await;
+    // An HTTP POST entrypoint serves no events, so it refuses every delivery.
+    let instance = unique("retry");
+    let t = start_as(
+        &instance,
+        &format!(
+            r#"
+            [entrypoints.ingest]
+            type = "http_post"
+            path = "/ingest"
+
+            [endpoints.kafka]
+            type = "kafka"
+            brokers = "{brokers}"
+            topics = ["{topic}"]
+            auto_offset_reset = "earliest"
+
+            [[routes]]
+            source = "kafka"
+            target = "ingest"
+            "#,
+            brokers = brokers()
+        ),
+    )
+    .await;
+    let packets = t.await_packets(3).await;
+    assert!(packets.len() >= 3, "the record was read again after it failed: {packets:?}");
+    assert!(packets.iter().all(|p| p["event_id"] == "u-1" && p["outcome"] == "target_error"), "{packets:?}");
+    assert!(packets.len() < 30, "reading again pauses instead of spinning: {} attempts", packets.len());
+    t.host.shutdown().await;
+    let committed =
+        tokio::task::spawn_blocking(move || committed_offsets(&format!("mediation.kafka.{instance}"), &topic, 1))
+            .await
+            .expect("committed");
+    assert_eq!(committed, [0], "never committed, so it waits in the topic for the group");
+}
