@@ -970,20 +970,40 @@ async fn a_host_killed_while_consuming_gets_every_record_not_committed_again_aft
     let mut stream = support::SseStream::open(first.listen, "/events", &resume).await.expect("an SSE stream");
     let mut before: Vec<String> = Vec::new();
     sse_data(&mut stream, 300, &mut before).await;
-    // Mid-stream, once the group committed something (every `commit_interval_ms`).
+    // Mid-stream, as soon as the group committed something (every `commit_interval_ms`),
+    // seen by a client that asks all along while the SSE client keeps reading.
     let group = format!("mediation.kafka.{instance}");
-    loop {
-        let committed = tokio::task::spawn_blocking({
-            let (topic, group) = (topic.clone(), group.clone());
-            move || committed_offsets(&group, &topic, 3)
-        })
-        .await
-        .expect("committed offsets");
-        if committed.iter().sum::<i64>() > 0 {
-            break;
+    let mut committed_some = tokio::task::spawn_blocking({
+        let (topic, group) = (topic.clone(), group.clone());
+        move || {
+            let consumer: BaseConsumer = client_config().set("group.id", &group).create().expect("a client");
+            let mut list = TopicPartitionList::new();
+            for p in 0..3 {
+                list.add_partition(&topic, p);
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                let offsets = consumer.committed_offsets(list.clone(), Duration::from_secs(5)).expect("committed");
+                if offsets.elements().iter().any(|e| matches!(e.offset(), Offset::Offset(o) if o > 0)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("the group committed nothing within 30 s");
         }
-        let n = before.len() + 100;
-        sse_data(&mut stream, n, &mut before).await;
+    });
+    loop {
+        tokio::select! {
+            done = &mut committed_some => {
+                done.expect("the committed-offset watcher");
+                break;
+            }
+            frame = stream.next_event_within(Duration::from_secs(30)) => {
+                if frame.event.is_none() && !frame.data.is_empty() {
+                    before.push(frame.joined());
+                }
+            }
+        }
     }
     eprintln!("first run: {} events read", before.len());
     first.kill();

@@ -17,7 +17,9 @@
 //! when every broker connection is down or authentication failed (the endpoint turns
 //! unready), and a metadata request every [`HEALTH_TICK`] (with backoff while failing),
 //! which proves that a broker answers (ready again) and that the configured topics
-//! exist. The metadata request is also what makes an idle producer reconnect.
+//! exist. The metadata request is also what makes an idle producer reconnect. A producer
+//! that librdkafka reports failed fatally (the idempotent producer's guarantee broken)
+//! accepts nothing more; the check replaces it with a new one.
 
 mod config;
 mod consume;
@@ -29,6 +31,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -58,8 +61,9 @@ struct Endpoint {
     ctx: ComponentContext,
     /// The endpoint's settings.
     config: KafkaConfig,
-    /// The producer; cloning it shares one librdkafka client.
-    producer: FutureProducer<KafkaContext>,
+    /// The producer; replaced by a new one when librdkafka reports it failed fatally
+    /// (an idempotent producer that can no longer guarantee its sequence).
+    producer: ArcSwap<FutureProducer<KafkaContext>>,
     /// The mapping, both directions.
     adapter: Adapter,
     /// Whether a broker answers, and why not.
@@ -172,6 +176,17 @@ impl ConsumerContext for KafkaContext {
     }
 }
 
+/// A producer with the endpoint's settings, reporting into `health`.
+fn create_producer(
+    config: &KafkaConfig,
+    health: &Arc<Health>,
+    woken: &Arc<Notify>,
+    last_error: &LastError,
+) -> KafkaResult<FutureProducer<KafkaContext>> {
+    let context = KafkaContext::new("producer", &config.brokers, health, woken, Arc::clone(last_error));
+    config.producer().create_with_context(context)
+}
+
 /// Loads the adapter, creates the producer, starts the health supervisor, the consumer
 /// (while routes leave the endpoint) and the publishing task.
 ///
@@ -205,17 +220,16 @@ pub fn spawn(ctx: ComponentContext, config: &KafkaConfig) -> Result<(TargetSende
         format!("connecting to {}", config.brokers),
     ));
     let woken = Arc::new(Notify::new());
-    let producer_config = config.producer();
-    let max_message_bytes = producer_config.get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let max_message_bytes =
+        config.producer().get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let producer_error = LastError::default();
-    let context = KafkaContext::new("producer", &config.brokers, &health, &woken, Arc::clone(&producer_error));
-    let producer: FutureProducer<KafkaContext> =
-        producer_config.create_with_context(context).map_err(|e| invalid(format!("producer settings: {e}")))?;
+    let producer = create_producer(config, &health, &woken, &producer_error)
+        .map_err(|e| invalid(format!("producer settings: {e}")))?;
     let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity);
     let endpoint = Arc::new(Endpoint {
         ctx,
         config: config.clone(),
-        producer,
+        producer: ArcSwap::from_pointee(producer),
         adapter,
         health,
         woken,
@@ -295,7 +309,10 @@ impl Endpoint {
     /// a broker answers, and every topic the endpoint names exists (or was created by
     /// the broker's auto-creation).
     async fn check(&self) -> Result<(), String> {
-        let producer = self.producer.clone();
+        let producer = self.producer.load_full();
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            return Err(self.replace_producer(producer, code, &reason).await);
+        }
         let last_error = Arc::clone(&self.producer_error);
         let mut topics = self.config.consumed_topics();
         if let Some(topic) = &self.config.topic
@@ -330,6 +347,28 @@ impl Endpoint {
         })
         .await;
         checked.unwrap_or_else(|e| Err(format!("the metadata check failed: {e}")))
+    }
+
+    /// Replaces `failed`, which librdkafka reported failed fatally with `code`: it
+    /// accepts nothing more, so the endpoint creates a new one (with a new producer id).
+    /// Returns the reason the endpoint reports until the next check.
+    async fn replace_producer(
+        &self,
+        failed: Arc<FutureProducer<KafkaContext>>,
+        code: RDKafkaErrorCode,
+        reason: &str,
+    ) -> String {
+        let why = format!("the producer failed fatally ({code}: {reason})");
+        match create_producer(&self.config, &self.health, &self.woken, &self.producer_error) {
+            Ok(producer) => {
+                tracing::error!(reason = %why, "replacing the kafka producer");
+                self.producer.store(Arc::new(producer));
+                // Destroying a client can wait on its threads: not on a runtime thread.
+                let _ = tokio::task::spawn_blocking(move || drop(failed)).await;
+                format!("{why}; a new producer replaced it")
+            }
+            Err(e) => format!("{why}, and a new one cannot be created: {e}"),
+        }
     }
 
     /// Consumes while routes leave the endpoint, until `stop` or the host stops its

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt, join_all};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::time::Instant;
 
-use super::Endpoint;
 use super::message;
+use super::{Endpoint, KafkaContext};
 use crate::endpoints::target::{self, Pending};
 use crate::event::{DeliveryError, Event};
 use crate::pipeline::TargetReceiver;
@@ -57,9 +57,10 @@ impl Publisher {
             return target::fail_all(ctx, pending, &self.endpoint.health.unavailable(), log);
         }
         let deadline = Instant::now() + self.delivery_timeout + REPORT_GRACE;
+        let producer = self.endpoint.producer.load_full();
         let mut reports = Vec::with_capacity(pending.len());
         for p in &pending {
-            reports.push(self.produce(&p.record, deadline).await);
+            reports.push(self.produce(&producer, &p.record, deadline).await);
         }
         let results = join_all(reports).await;
         for (p, result) in pending.into_iter().zip(results) {
@@ -69,7 +70,12 @@ impl Publisher {
 
     /// Hands `record` to the producer and returns the future of its outcome: the
     /// delivery report, or an error that is already known.
-    async fn produce(&self, record: &Event, deadline: Instant) -> BoxFuture<'static, Result<(), DeliveryError>> {
+    async fn produce(
+        &self,
+        producer: &FutureProducer<KafkaContext>,
+        record: &Event,
+        deadline: Instant,
+    ) -> BoxFuture<'static, Result<(), DeliveryError>> {
         let target = self.endpoint.ctx.name.to_string();
         let outgoing = match message::to_kafka(record, self.endpoint.config.topic.as_deref()) {
             Ok(outgoing) => outgoing,
@@ -87,7 +93,7 @@ impl Publisher {
             kafka = kafka.timestamp(timestamp);
         }
         let delivery = loop {
-            match self.endpoint.producer.send_result(kafka) {
+            match producer.send_result(kafka) {
                 Ok(delivery) => break delivery,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if Instant::now() < deadline =>
