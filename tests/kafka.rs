@@ -1,7 +1,9 @@
 //! The `kafka` endpoint against the real broker that `scripts/brokers.sh up kafka`
 //! starts. The addresses come from `MEDIATION_KAFKA_BROKERS` (default `127.0.0.1:9092`,
 //! PLAINTEXT) and `MEDIATION_KAFKA_SASL_BROKERS` (default `127.0.0.1:9094`, SASL PLAIN
-//! with `mediation`/`mediation-secret`). A broker that cannot be reached fails the
+//! with `mediation`/`mediation-secret`), `MEDIATION_KAFKA_TLS_BROKERS` (default
+//! `127.0.0.1:9095`, SASL_SSL, the same user) and `MEDIATION_KAFKA_TLS_CA` (default the test
+//! CA that `brokers.sh` made, `~/.cache/mediation-host/brokers/kafka/tls/ca.pem`). A broker that cannot be reached fails the
 //! tests, in CI and out of it: they never skip.
 //!
 //! Every test uses its own topics, groups and instance ids. The test that restarts the
@@ -37,6 +39,19 @@ fn brokers() -> String {
 /// The SASL_PLAINTEXT (PLAIN) listener.
 fn sasl_brokers() -> String {
     std::env::var("MEDIATION_KAFKA_SASL_BROKERS").unwrap_or_else(|_| String::from("127.0.0.1:9094"))
+}
+
+/// The SASL_SSL (PLAIN) listener.
+fn tls_brokers() -> String {
+    std::env::var("MEDIATION_KAFKA_TLS_BROKERS").unwrap_or_else(|_| String::from("127.0.0.1:9095"))
+}
+
+/// The CA that signed the SASL_SSL listener's certificate.
+fn tls_ca() -> String {
+    std::env::var("MEDIATION_KAFKA_TLS_CA").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").expect("HOME is set");
+        format!("{home}/.cache/mediation-host/brokers/kafka/tls/ca.pem")
+    })
 }
 
 /// A unique name for this test run: `<prefix>-<uuid>`.
@@ -1086,4 +1101,63 @@ async fn a_record_its_target_does_not_accept_is_read_again_and_never_committed()
             .await
             .expect("committed");
     assert_eq!(committed, [0], "never committed, so it waits in the topic for the group");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_over_tls_connects_with_the_trusted_ca_and_an_untrusted_certificate_is_named() {
+    let _broker = BROKER.read().await;
+    let ca = tls_ca();
+    assert!(
+        std::path::Path::new(&ca).is_file(),
+        "the test CA {ca} is missing; start Kafka with `scripts/brokers.sh up kafka` (tests never skip a missing broker)"
+    );
+    let topic = unique("mh-test-tls");
+    create_topic(&topic, 1).await;
+    let t = start(&format!(
+        r#"
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+        destination = "{topic}"
+
+        [endpoints.secure]
+        type = "kafka"
+        brokers = "{tls}"
+        sasl = {{ username = "mediation", password = "mediation-secret" }}
+        tls = {{ ca_file = "{ca}" }}
+
+        # The system roots do not trust the test CA.
+        [endpoints.untrusted]
+        type = "kafka"
+        brokers = "{tls}"
+        sasl = {{ username = "mediation", password = "mediation-secret" }}
+        tls = {{}}
+
+        [[routes]]
+        source = "ingest"
+        target = "secure"
+        "#,
+        tls = tls_brokers()
+    ))
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let problems = loop {
+        let reply = t.admin("/readyz").await;
+        let problems = reply.json()["problems"].to_string();
+        if (!problems.contains("secure:") && problems.contains("untrusted: not connected")) || Instant::now() > deadline
+        {
+            break problems;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!problems.contains("secure:"), "SASL_SSL with the test CA connects: {problems}");
+    assert!(problems.contains(&format!("untrusted: not connected to {}", tls_brokers())), "{problems}");
+    assert!(problems.contains("certificate verify failed"), "the TLS failure is named: {problems}");
+    let reply = t.post("/ingest", &[("content-type", "text/plain"), ("idempotency-key", "tls-1")], "over TLS").await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    t.host.shutdown().await;
+    let got = tokio::task::spawn_blocking(move || read_topic(&topic, 1, Duration::from_secs(10))).await.expect("read");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload(), Some(&b"over TLS"[..]));
+    assert_eq!(header(&got[0], "message-id"), Some(&b"tls-1"[..]));
 }
