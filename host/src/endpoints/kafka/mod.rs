@@ -305,15 +305,16 @@ impl Endpoint {
         }
     }
 
-    /// One metadata request per configured topic (or one for the cluster when none is):
-    /// a broker answers, and every topic the endpoint names exists (or was created by
-    /// the broker's auto-creation).
+    /// One metadata request per configured topic (or, when none is, a description of
+    /// the endpoint's consumer group): a broker answers, and every topic the endpoint
+    /// names exists (or was created by auto-creation).
     async fn check(&self) -> Result<(), String> {
         let producer = self.producer.load_full();
         if let Some((code, reason)) = producer.client().fatal_error() {
             return Err(self.replace_producer(producer, code, &reason).await);
         }
         let last_error = Arc::clone(&self.producer_error);
+        let group = self.group.clone();
         let mut topics = self.config.consumed_topics();
         if let Some(topic) = &self.config.topic
             && !topics.contains(topic)
@@ -329,7 +330,9 @@ impl Endpoint {
                 why.map_or_else(|| e.to_string(), |why| format!("{why} ({e})"))
             };
             if topics.is_empty() {
-                client.fetch_metadata(None, timeout).map_err(failed)?;
+                // Metadata without a topic would list every topic of the cluster, every
+                // second; describing the endpoint's own group is one small request.
+                client.fetch_group_list(Some(&group), timeout).map_err(failed)?;
             }
             for topic in &topics {
                 let metadata = client.fetch_metadata(Some(topic), timeout).map_err(failed)?;
