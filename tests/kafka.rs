@@ -24,7 +24,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
-use support::{Reply, TestHost, metric, ws_next};
+use support::{BrokerBackUp, Outage, TestHost, broker_script, metric, ws_next};
 use tokio::sync::RwLock;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -146,18 +146,6 @@ async fn start_as(instance: &str, toml: &str) -> TestHost {
     TestHost::start_with(&format!("instance_id = \"{instance}\"\nreload_poll_ms = 0"), toml).await
 }
 
-/// Waits until `/readyz` answers `status`; returns its last answer.
-async fn await_ready(t: &TestHost, status: u16, within: Duration) -> Reply {
-    let deadline = Instant::now() + within;
-    loop {
-        let reply = t.admin("/readyz").await;
-        if reply.status == status || Instant::now() > deadline {
-            return reply;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Polls the HTTP GET entrypoint `path` until `n` events arrived or `wait` passed.
 async fn poll_events(t: &TestHost, path: &str, n: usize, wait: Duration) -> Vec<serde_json::Value> {
     poll_addr(t.listen(), path, n, wait).await
@@ -213,7 +201,7 @@ async fn a_post_is_answered_only_once_acknowledged_and_reaches_kafka_and_sse_who
         brokers = brokers()
     ))
     .await;
-    let ready = await_ready(&t, 200, Duration::from_secs(15)).await;
+    let ready = t.await_ready(200, Duration::from_secs(15)).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     let mut sse = t.sse("/events", &[]).await.expect("an SSE stream");
 
@@ -298,7 +286,7 @@ async fn websocket_publishes_are_acked_after_kafka_and_come_back_to_websocket_cl
         brokers = brokers()
     ))
     .await;
-    let ready = await_ready(&t, 200, Duration::from_secs(15)).await;
+    let ready = t.await_ready(200, Duration::from_secs(15)).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     let mut alice = t.ws("/ws").await;
     let mut bob = t.ws("/ws").await;
@@ -373,7 +361,7 @@ async fn records_from_a_kafka_client_reach_http_get_with_key_headers_and_order()
         brokers = brokers()
     ))
     .await;
-    let ready = await_ready(&t, 200, Duration::from_secs(15)).await;
+    let ready = t.await_ready(200, Duration::from_secs(15)).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     let producer = producer();
     let binary: Vec<u8> = (0..=255).collect();
@@ -584,30 +572,6 @@ async fn wrong_sasl_credentials_leave_the_host_up_but_unready_naming_the_endpoin
     t.host.shutdown().await;
 }
 
-/// Runs `scripts/brokers.sh <command> kafka`, panicking with its output on failure.
-fn broker_script(command: &str) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/brokers.sh");
-    let output =
-        std::process::Command::new("bash").arg(script).args([command, "kafka"]).output().expect("brokers.sh runs");
-    assert!(
-        output.status.success(),
-        "brokers.sh {command} kafka failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Starts the broker again however the restart test ends.
-struct BrokerBackUp;
-
-impl Drop for BrokerBackUp {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            broker_script("up");
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_acknowledged_ones() {
     let _broker = BROKER.write().await;
@@ -634,49 +598,18 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_acknowled
         brokers = brokers()
     ))
     .await;
-    let ready = await_ready(&t, 200, Duration::from_secs(15)).await;
+    let ready = t.await_ready(200, Duration::from_secs(15)).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
 
     // One client posts all along; another watches `/readyz`.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let poster = {
-        let (addr, stop) = (t.listen(), stop.clone());
-        tokio::spawn(async move {
-            let mut answers = Vec::new();
-            let mut n = 0u32;
-            while !stop.is_cancelled() {
-                let key = format!("restart-{n}");
-                let started = Instant::now();
-                let headers = [("content-type", "text/plain"), ("idempotency-key", key.as_str())];
-                let reply = support::request(addr, "POST", "/ingest", &headers, Bytes::from(key.clone())).await;
-                answers.push((key, reply.status, started.elapsed(), reply.text()));
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            answers
-        })
-    };
-    let watcher = {
-        let (admin, stop) = (t.host.admin_addr(), stop.clone());
-        tokio::spawn(async move {
-            let mut seen = Vec::new();
-            while !stop.is_cancelled() {
-                let ready = support::request(admin, "GET", "/readyz", &[], Bytes::new()).await.status == 200;
-                if seen.last() != Some(&ready) {
-                    seen.push(ready);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            seen
-        })
-    };
+    let outage = Outage::watch(&t, "/ingest");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let guard = BrokerBackUp;
-    tokio::task::spawn_blocking(|| broker_script("down")).await.expect("down");
+    let guard = BrokerBackUp("kafka");
+    tokio::task::spawn_blocking(|| broker_script("down", "kafka")).await.expect("down");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    tokio::task::spawn_blocking(|| broker_script("up")).await.expect("up");
+    tokio::task::spawn_blocking(|| broker_script("up", "kafka")).await.expect("up");
     drop(guard);
-    let back = await_ready(&t, 200, Duration::from_secs(30)).await;
+    let back = t.await_ready(200, Duration::from_secs(30)).await;
     assert_eq!(back.status, 200, "ready again without a restart of the host: {}", back.text());
     // Until a POST after the outage is acknowledged.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -688,9 +621,7 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_acknowled
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    let answers = poster.await.expect("poster");
-    let readiness = watcher.await.expect("watcher");
+    let (answers, readiness) = outage.finish().await;
 
     assert_eq!(readiness, [true, false, true], "/readyz went false during the outage and back");
     let acknowledged: Vec<&str> = answers.iter().filter(|a| a.1 == 202).map(|a| a.0.as_str()).collect();

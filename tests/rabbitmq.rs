@@ -10,7 +10,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
@@ -19,7 +18,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use mediation_host::endpoints::rabbitmq::parse_url;
-use support::{Reply, SseStream, TestHost, metric};
+use support::{BrokerBackUp, Outage, SseStream, TestHost, broker_script, metric};
 use tokio::sync::RwLock;
 
 /// Shared by tests that need the broker up; held exclusively by the restart test.
@@ -123,18 +122,6 @@ async fn start(toml: &str) -> TestHost {
     TestHost::start_with(&format!("instance_id = \"{}\"\nreload_poll_ms = 0", unique("test")), toml).await
 }
 
-/// Waits until `/readyz` answers `status`; returns its last answer.
-async fn await_ready(t: &TestHost, status: u16, within: Duration) -> Reply {
-    let deadline = Instant::now() + within;
-    loop {
-        let reply = t.admin("/readyz").await;
-        if reply.status == status || Instant::now() > deadline {
-            return reply;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn property(p: &Option<ShortString>) -> Option<&str> {
     p.as_ref().map(ShortString::as_str)
 }
@@ -171,7 +158,7 @@ async fn a_post_is_answered_202_only_once_confirmed_and_arrives_whole_and_in_ord
         url = broker_url()
     ))
     .await;
-    let ready = await_ready(&t, 200, Duration::from_secs(10)).await;
+    let ready = t.await_ready(200, Duration::from_secs(10)).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
 
     let binary: Vec<u8> = (0..=255).collect();
@@ -282,7 +269,7 @@ async fn an_unroutable_post_fails_naming_the_exchange_and_key_and_a_missing_exch
     assert_eq!(ready(&channel, &queue).await, 0);
 
     // `nowhere` never gets ready: its exchange does not exist. Its POSTs fail at once.
-    let unready = await_ready(&t, 503, Duration::from_secs(10)).await;
+    let unready = t.await_ready(503, Duration::from_secs(10)).await;
     let problems = unready.json()["problems"].to_string();
     assert!(
         problems.contains(&format!("checking exchange `{missing}`")) && problems.contains("NOT-FOUND"),
@@ -373,7 +360,7 @@ async fn broadcast_messages_reach_sse_clients_exactly_in_order_and_a_post_comes_
         url = broker_url()
     ))
     .await;
-    let ready = await_ready(&t, 200, Duration::from_secs(10)).await;
+    let ready = t.await_ready(200, Duration::from_secs(10)).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     let mut sse = t.sse("/events", &[]).await.expect("an SSE stream");
     let mut table = FieldTable::default();
@@ -546,30 +533,6 @@ async fn wrong_credentials_or_a_failed_tls_handshake_leave_the_host_up_but_unrea
     t.host.shutdown().await;
 }
 
-/// Runs `scripts/brokers.sh <command> rabbitmq`, panicking with its output on failure.
-fn brokers(command: &str) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/brokers.sh");
-    let output =
-        std::process::Command::new("bash").arg(script).args([command, "rabbitmq"]).output().expect("brokers.sh runs");
-    assert!(
-        output.status.success(),
-        "brokers.sh {command} rabbitmq failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Starts the broker again however the restart test ends.
-struct BrokerBackUp;
-
-impl Drop for BrokerBackUp {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            brokers("up");
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_confirmed_ones() {
     let _broker = BROKER.write().await;
@@ -595,54 +558,21 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_confirmed
         url = broker_url()
     ))
     .await;
-    let ready = await_ready(&t, 200, Duration::from_secs(10)).await;
+    let ready = t.await_ready(200, Duration::from_secs(10)).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
 
     // One client posts all along; another watches `/readyz`.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let poster = {
-        let (addr, stop) = (t.listen(), stop.clone());
-        tokio::spawn(async move {
-            let mut answers = Vec::new();
-            let mut n = 0u32;
-            while !stop.is_cancelled() {
-                let key = format!("restart-{n}");
-                let started = Instant::now();
-                let headers = [("content-type", "text/plain"), ("idempotency-key", key.as_str())];
-                let reply = support::request(addr, "POST", "/ingest", &headers, Bytes::from(key.clone())).await;
-                answers.push((key, reply.status, started.elapsed(), reply.text()));
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            answers
-        })
-    };
-    let watcher = {
-        let (admin, stop) = (t.host.admin_addr(), stop.clone());
-        tokio::spawn(async move {
-            let mut seen = Vec::new();
-            while !stop.is_cancelled() {
-                let ready = support::request(admin, "GET", "/readyz", &[], Bytes::new()).await.status == 200;
-                if seen.last() != Some(&ready) {
-                    seen.push(ready);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            seen
-        })
-    };
+    let outage = Outage::watch(&t, "/ingest");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let guard = BrokerBackUp;
-    tokio::task::spawn_blocking(|| brokers("down")).await.expect("down");
+    let guard = BrokerBackUp("rabbitmq");
+    tokio::task::spawn_blocking(|| broker_script("down", "rabbitmq")).await.expect("down");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    tokio::task::spawn_blocking(|| brokers("up")).await.expect("up");
+    tokio::task::spawn_blocking(|| broker_script("up", "rabbitmq")).await.expect("up");
     drop(guard);
-    let back = await_ready(&t, 200, Duration::from_secs(15)).await;
+    let back = t.await_ready(200, Duration::from_secs(15)).await;
     assert_eq!(back.status, 200, "ready again without a restart of the host: {}", back.text());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    let answers = poster.await.expect("poster");
-    let readiness = watcher.await.expect("watcher");
+    let (answers, readiness) = outage.finish().await;
 
     assert_eq!(readiness, [true, false, true], "/readyz went false during the outage and back");
     let confirmed: Vec<&str> = answers.iter().filter(|a| a.1 == 202).map(|a| a.0.as_str()).collect();
@@ -706,7 +636,7 @@ async fn an_endpoint_without_routes_out_publishes_but_does_not_consume() {
         url = broker_url()
     ))
     .await;
-    let ready_reply = await_ready(&t, 200, Duration::from_secs(10)).await;
+    let ready_reply = t.await_ready(200, Duration::from_secs(10)).await;
     assert_eq!(ready_reply.status, 200, "{}", ready_reply.text());
     let reply = t.post("/ingest", &[("content-type", "text/plain")], "kept for later").await;
     assert_eq!(reply.status, 202, "{}", reply.text());
