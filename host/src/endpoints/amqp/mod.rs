@@ -329,7 +329,6 @@ impl Endpoint {
             .target(Target::builder().build())
             .auto_accept(false)
             .credit_mode(CreditMode::Auto(self.config.prefetch))
-            .max_message_size(self.config.max_message_bytes)
             .attach(session)
             .await
             .map_err(|e| OpenError::Broker {

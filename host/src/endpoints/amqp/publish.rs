@@ -225,7 +225,6 @@ impl Endpoint {
             .name(format!("{}.send.{address}", self.container_id))
             .target(address.to_owned())
             .sender_settle_mode(mode)
-            .max_message_size(self.config.max_message_bytes)
             .attach(session)
             .await
     }
