@@ -576,7 +576,12 @@ async fn a_missing_address_or_an_oversized_message_fails_naming_it_and_wrong_cre
     assert!(problems.contains("orders-broker: not connected to amqp://mediation:[redacted]@"), "{problems}");
     assert!(problems.contains("SASL authentication failed"), "{problems}");
     assert!(!problems.contains("not-the-password"), "the password is redacted: {problems}");
-    assert!(problems.contains(&format!("attaching a receiver to `queue://{missing}`")), "{problems}");
+    assert!(
+        problems.contains(&format!("strict-in: not connected to amqp://mediation:[redacted]@"))
+            && problems
+                .contains(&format!("attaching a receiver to `queue://{missing}`: the broker refused: amqp:not-found")),
+        "{problems}"
+    );
     assert!(!problems.contains("\"jms:"), "`jms` itself is connected: {problems}");
     let started = Instant::now();
     let denied = t.post("/denied", &text, "x").await;
@@ -589,6 +594,92 @@ async fn a_missing_address_or_an_oversized_message_fails_naming_it_and_wrong_cre
     let mut client = Client::connect().await;
     let kept = client.receive(&format!("queue://{queue}"), 1).await;
     assert_eq!(body(&kept[0]), "x".repeat(1024).into_bytes(), "the message at the limit was sent whole");
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_subscription_keeps_what_was_published_while_the_host_was_stopped() {
+    let _broker = BROKER.read().await;
+    let topic = unique("mh-test-t");
+    // The same container id and subscription name on both runs: the same subscription.
+    let config = format!(
+        r#"
+        [entrypoints.poll]
+        type = "http_get"
+        path = "/poll"
+
+        {endpoint}topics = ["{topic}"]
+        container_id = "{container}"
+        subscription = "{subscription}"
+
+        [[routes]]
+        source = "jms"
+        target = "poll"
+        "#,
+        endpoint = endpoint("jms"),
+        container = unique("mh-test-container"),
+        subscription = unique("mh-test-sub"),
+    );
+    let t = start(&config).await;
+    let ready = t.await_readyz(200).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    t.host.shutdown().await;
+
+    let mut client = Client::connect().await;
+    let messages = (0..3).map(|i| text_message(&format!("d-{i}"), &format!("while away {i}"), &[])).collect();
+    client.send(&format!("topic://{topic}"), messages).await;
+    let t = start(&config).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events = t.get("/poll?cursor=0", &[]).await.json()["events"].as_array().cloned().unwrap_or_default();
+        if events.len() >= 3 || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let got: Vec<_> =
+        events.iter().map(|e| (e["id"].as_str().unwrap_or(""), e["data"].as_str().unwrap_or(""))).collect();
+    assert_eq!(
+        got,
+        [("d-0", "while away 0"), ("d-1", "while away 1"), ("d-2", "while away 2")],
+        "published while no host ran, kept by the durable subscription, in order"
+    );
+    t.host.shutdown().await;
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_delivery_sends_at_most_once_without_waiting_for_an_outcome() {
+    let _broker = BROKER.read().await;
+    let queue = unique("mh-test-q");
+    let t = start(&format!(
+        r#"
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+        destination = "{queue}"
+
+        {endpoint}delivery = "settled"
+
+        [[routes]]
+        source = "ingest"
+        target = "jms"
+        "#,
+        endpoint = endpoint("jms"),
+    ))
+    .await;
+    let ready = t.await_readyz(200).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    for i in 0..3 {
+        let key = format!("direct-{i}");
+        let reply = t.post("/ingest", &[("content-type", "text/plain"), ("idempotency-key", &key)], key.clone()).await;
+        assert_eq!(reply.status, 202, "{}", reply.text());
+    }
+    let mut client = Client::connect().await;
+    let got = client.receive(&format!("queue://{queue}"), 3).await;
+    let ids: Vec<String> = got.iter().map(message_id).collect();
+    assert_eq!(ids, ["direct-0", "direct-1", "direct-2"]);
+    t.host.shutdown().await;
     client.close().await;
 }
 

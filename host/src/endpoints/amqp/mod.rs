@@ -333,7 +333,12 @@ impl Endpoint {
             .await
             .map_err(|e| OpenError::Broker {
                 step: format!("attaching a receiver to `{address}`"),
-                message: attach_error(&e.to_string()),
+                message: match &e {
+                    fe2o3_amqp::link::ReceiverAttachError::RemoteClosedWithError(error) => {
+                        format!("the broker refused: {}", describe(error))
+                    }
+                    other => other.to_string(),
+                },
             })
     }
 
@@ -367,7 +372,10 @@ impl Endpoint {
                 closed = connection.on_close() => {
                     let reason = match closed {
                         Ok(()) => String::from("the broker closed the connection"),
-                        Err(e) => connection_error(&e.to_string()),
+                        Err(fe2o3_amqp::connection::Error::RemoteClosedWithError(error)) => {
+                            format!("the broker closed the connection: {}", describe(&error))
+                        }
+                        Err(e) => e.to_string(),
                     };
                     return Ended::Broken(reason);
                 }
@@ -396,16 +404,14 @@ fn describe(error: &definitions::Error) -> String {
     }
 }
 
-/// An attach error as the broker gave it: the library prints the broker's error as a
-/// debug structure, which is shortened to its condition and description.
-fn attach_error(text: &str) -> String {
-    connection_error(text)
-}
-
-/// Shortens the library's debug rendering of a broker error (`Error { condition:
-/// AmqpError(NotFound), description: Some("...") }`) to its readable parts.
-fn connection_error(text: &str) -> String {
-    text.replace("Some(\"", "\"").replace("\"), info: None", "\"").replace(", info: None", "")
+/// A link's failure in words, with the broker's error when it gave one.
+fn link_error(error: &fe2o3_amqp::link::LinkStateError) -> String {
+    use fe2o3_amqp::link::LinkStateError;
+    match error {
+        LinkStateError::RemoteDetachedWithError(e) => format!("the broker detached the link: {}", describe(e)),
+        LinkStateError::RemoteClosedWithError(e) => format!("the broker closed the link: {}", describe(e)),
+        other => other.to_string(),
+    }
 }
 
 /// An open error, with SASL failures said in words.

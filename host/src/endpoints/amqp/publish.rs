@@ -203,8 +203,11 @@ impl Publisher {
                     // The link is gone (the broker detached it, or the session ended).
                     current.senders.remove(address);
                     if attempt == 1 || current.session.is_ended() {
-                        let message =
-                            format!("address `{address}`: not sent: {}", super::connection_error(&e.to_string()));
+                        let why = match &e {
+                            SendError::LinkStateError(e) => super::link_error(e),
+                            other => other.to_string(),
+                        };
+                        let message = format!("address `{address}`: not sent: {why}");
                         return Err(Failed(DeliveryError::Unavailable { target, message }, true));
                     }
                 }

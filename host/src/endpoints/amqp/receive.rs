@@ -102,7 +102,11 @@ impl Consumer {
 
     /// Why the link broke, in words.
     fn broken(&self, error: &RecvError) -> String {
-        format!("receiving from `{}`: {}", self.address, super::connection_error(&error.to_string()))
+        let why = match error {
+            RecvError::LinkStateError(e) => super::link_error(e),
+            other => other.to_string(),
+        };
+        format!("receiving from `{}`: {why}", self.address)
     }
 
     /// Detaches the link, keeping a durable subscription on the broker.
