@@ -577,7 +577,7 @@ async fn a_missing_address_or_an_oversized_message_fails_naming_it_and_wrong_cre
     assert!(problems.contains("SASL authentication failed"), "{problems}");
     assert!(!problems.contains("not-the-password"), "the password is redacted: {problems}");
     assert!(
-        problems.contains(&format!("strict-in: not connected to amqp://mediation:[redacted]@"))
+        problems.contains("strict-in: not connected to amqp://mediation:[redacted]@")
             && problems
                 .contains(&format!("attaching a receiver to `queue://{missing}`: the broker refused: amqp:not-found")),
         "{problems}"
