@@ -223,7 +223,6 @@ impl Endpoint {
                     let ended = self.serve(&mut connection, receivers, &shared, &stop).await;
                     link.send_replace(None);
                     drop(receiving);
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close()).await;
                     match ended {
                         Ended::Stop => return,
                         Ended::RoutesChanged => {
@@ -292,8 +291,15 @@ impl Endpoint {
         let mut receivers = Vec::new();
         let topics = self.config.topics.len();
         for (address, topic) in self.config.sources() {
-            let receiver = self.attach(&mut session, &address, topic, topics).await?;
-            receivers.push((receiver, address));
+            match self.attach(&mut session, &address, topic, topics).await {
+                Ok(receiver) => receivers.push((receiver, address)),
+                Err(e) => {
+                    // Closing the connection before the attached receivers drop: a dropped
+                    // receiver closes its link, which would delete a durable subscription.
+                    close(&mut connection).await;
+                    return Err(e);
+                }
+            }
         }
         Ok(Opened { connection, receiving: Some(session), receivers, shared })
     }
@@ -362,10 +368,10 @@ impl Endpoint {
             .collect();
         let mut tick = tokio::time::interval(ROUTES_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let ended = loop {
             tokio::select! {
-                () = stop.cancelled() => return Ended::Stop,
-                Some(end) = running.next() => return match end {
+                () = stop.cancelled() => break Ended::Stop,
+                Some(end) = running.next() => break match end {
                     receive::End::Broken(reason) => Ended::Broken(reason),
                     receive::End::RoutesGone => Ended::RoutesChanged,
                 },
@@ -377,15 +383,20 @@ impl Endpoint {
                         }
                         Err(e) => e.to_string(),
                     };
-                    return Ended::Broken(reason);
+                    break Ended::Broken(reason);
                 }
-                () = shared.broken.notified() => return Ended::Broken(String::from("a send found the connection broken")),
+                () = shared.broken.notified() => break Ended::Broken(String::from("a send found the connection broken")),
                 _ = tick.tick() => {}
             }
             if !self.ctx.shutdown.sources.is_cancelled() && self.wants_receivers() != receiving {
-                return Ended::RoutesChanged;
+                break Ended::RoutesChanged;
             }
-        }
+        };
+        // Closed while the receivers still exist: dropping a receiver of a live
+        // connection closes its link, which would delete a durable subscription, whereas
+        // a closed connection only detaches it (receivers that ended detached already).
+        close(connection).await;
+        ended
     }
 }
 
@@ -421,6 +432,14 @@ fn open_error(error: &fe2o3_amqp::connection::OpenError) -> String {
             format!("SASL authentication failed ({code:?}): wrong username or password")
         }
         other => other.to_string(),
+    }
+}
+
+/// Closes `connection`, which detaches every link on it; the broker redelivers what
+/// was not settled.
+async fn close(connection: &mut ConnectionHandle<()>) {
+    if !connection.is_closed() {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close()).await;
     }
 }
 
