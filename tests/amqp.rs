@@ -683,10 +683,46 @@ async fn settled_delivery_sends_at_most_once_without_waiting_for_an_outcome() {
     client.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_its_target_does_not_accept_is_released_and_redelivered_never_accepted() {
+    let _broker = BROKER.read().await;
+    let queue = unique("mh-test-q");
+    let mut client = Client::connect().await;
+    client.send(&format!("queue://{queue}"), vec![text_message("u-1", "undeliverable", &[])]).await;
+    // An HTTP POST entrypoint serves no events, so it refuses every delivery.
+    let t = start(&format!(
+        r#"
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+
+        {endpoint}queues = ["{queue}"]
+
+        [[routes]]
+        source = "jms"
+        target = "ingest"
+        "#,
+        endpoint = endpoint("jms"),
+    ))
+    .await;
+    let packets = t.await_packets(2).await;
+    assert!(packets.len() >= 2, "the message came back after it failed: {packets:?}");
+    assert!(packets.iter().all(|p| p["event_id"] == "u-1" && p["outcome"] == "target_error"), "{packets:?}");
+    assert!(packets.len() < 20, "redelivery pauses instead of spinning: {} attempts", packets.len());
+    t.host.shutdown().await;
+    let left = client.receive(&format!("queue://{queue}"), 1).await;
+    assert_eq!(left.len(), 1, "released, never accepted, so still in the queue");
+    assert_eq!(body(&left[0]), b"undeliverable");
+    client.close().await;
+}
+
 /// Two hosts with the same endpoint, each with its own SSE client; returns what each
 /// client received once `n` messages were sent to `topic`.
 async fn two_instances(consumer: &str, topic: &str, n: usize) -> (Vec<String>, Vec<String>) {
     let subscription = unique("mh-test-sub");
+    // The shared subscription is durable (the default), the broadcast ones are not, so
+    // that both kinds are exercised.
+    let durable = consumer == "shared";
     let config = format!(
         r#"
         [entrypoints.poll]
@@ -696,7 +732,7 @@ async fn two_instances(consumer: &str, topic: &str, n: usize) -> (Vec<String>, V
         {endpoint}topics = ["{topic}"]
         consumer = "{consumer}"
         subscription = "{subscription}"
-        durable_subscription = false
+        durable_subscription = {durable}
 
         [[routes]]
         source = "jms"
