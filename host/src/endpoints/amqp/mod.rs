@@ -42,6 +42,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -203,12 +204,12 @@ impl Endpoint {
         let mut connected_before = false;
         while !stop.is_cancelled() {
             let receive = self.wants_receivers();
-            let timeout = Duration::from_millis(self.config.connect_timeout_ms);
+            let deadline = Instant::now() + Duration::from_millis(self.config.connect_timeout_ms);
             let attempt = tokio::select! {
-                attempt = tokio::time::timeout(timeout, self.open(receive)) => attempt,
+                attempt = self.open(receive, deadline) => attempt,
                 () = stop.cancelled() => return,
             };
-            match attempt.unwrap_or(Err(OpenError::Timeout(self.config.connect_timeout_ms))) {
+            match attempt {
                 Ok(opened) => {
                     if connected_before && let Some(stats) = self.ctx.recorder.stats(self.ctx.id) {
                         stats.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -245,8 +246,41 @@ impl Endpoint {
         }
     }
 
-    /// Connects, begins the sending session and, when `receive`, attaches the receivers.
-    async fn open(&self, receive: bool) -> Result<Opened, OpenError> {
+    /// Connects, begins the sending session and, when `receive`, attaches the receivers,
+    /// all before `deadline`.
+    async fn open(&self, receive: bool, deadline: Instant) -> Result<Opened, OpenError> {
+        let timed_out = || OpenError::Timeout(self.config.connect_timeout_ms);
+        let (mut connection, shared) =
+            tokio::time::timeout_at(deadline, self.connect()).await.map_err(|_| timed_out())??;
+        if !receive {
+            return Ok(Opened { connection, receiving: None, receivers: Vec::new(), shared });
+        }
+        let mut receivers = Vec::new();
+        let attached = tokio::time::timeout_at(deadline, async {
+            let mut session = Session::begin(&mut connection).await.map_err(step("beginning the receiving session"))?;
+            let topics = self.config.topics.len();
+            for (address, topic) in self.config.sources() {
+                let receiver = self.attach(&mut session, &address, topic, topics).await?;
+                receivers.push((receiver, address));
+            }
+            Ok(session)
+        })
+        .await
+        .unwrap_or_else(|_| Err(timed_out()));
+        match attached {
+            Ok(session) => Ok(Opened { connection, receiving: Some(session), receivers, shared }),
+            Err(e) => {
+                // Closing the connection before the attached receivers drop: a dropped
+                // receiver closes its link, which would delete a durable subscription.
+                close(&mut connection).await;
+                drop(receivers);
+                Err(e)
+            }
+        }
+    }
+
+    /// Connects (TCP, TLS, SASL, `open`) and begins the sending session.
+    async fn connect(&self) -> Result<(ConnectionHandle<()>, Arc<Shared>), OpenError> {
         let broker = &self.broker;
         let tcp = tokio::net::TcpStream::connect((broker.host.as_str(), broker.port))
             .await
@@ -283,25 +317,7 @@ impl Endpoint {
             message: open_error(&e),
         })?;
         let sending = Session::begin(&mut connection).await.map_err(step("beginning the sending session"))?;
-        let shared = Arc::new(Shared { session: Mutex::new(Some(sending)), broken: Notify::new() });
-        if !receive {
-            return Ok(Opened { connection, receiving: None, receivers: Vec::new(), shared });
-        }
-        let mut session = Session::begin(&mut connection).await.map_err(step("beginning the receiving session"))?;
-        let mut receivers = Vec::new();
-        let topics = self.config.topics.len();
-        for (address, topic) in self.config.sources() {
-            match self.attach(&mut session, &address, topic, topics).await {
-                Ok(receiver) => receivers.push((receiver, address)),
-                Err(e) => {
-                    // Closing the connection before the attached receivers drop: a dropped
-                    // receiver closes its link, which would delete a durable subscription.
-                    close(&mut connection).await;
-                    return Err(e);
-                }
-            }
-        }
-        Ok(Opened { connection, receiving: Some(session), receivers, shared })
+        Ok((connection, Arc::new(Shared { session: Mutex::new(Some(sending)), broken: Notify::new() })))
     }
 
     /// Attaches the receiver of `address`. A topic gets a subscription: durable when

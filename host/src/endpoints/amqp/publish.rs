@@ -218,18 +218,29 @@ impl Publisher {
 }
 
 impl Endpoint {
-    /// Attaches a sender link to `address`.
+    /// Attaches a sender link to `address`. An attach that meets a stale frame of a link
+    /// the broker refused just before on the same session (the client then reports an
+    /// illegal state) is tried again, once.
     async fn sender(&self, session: &mut SessionHandle<()>, address: &str) -> Result<Sender, SenderAttachError> {
         let mode = match self.config.delivery {
             DeliveryMode::Unsettled => SenderSettleMode::Unsettled,
             DeliveryMode::Settled => SenderSettleMode::Settled,
         };
-        Sender::builder()
-            .name(format!("{}.send.{address}", self.container_id))
-            .target(address.to_owned())
-            .sender_settle_mode(mode)
-            .attach(session)
-            .await
+        let mut retried = false;
+        loop {
+            let attached = Sender::builder()
+                .name(format!("{}.send.{address}", self.container_id))
+                .target(address.to_owned())
+                .sender_settle_mode(mode.clone())
+                .attach(session)
+                .await;
+            match attached {
+                Err(SenderAttachError::IllegalState | SenderAttachError::NonAttachFrameReceived) if !retried => {
+                    retried = true;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The event's error for a failed attach: the broker refusing the address is the
