@@ -40,7 +40,7 @@ use fe2o3_amqp::types::primitives::{Array, Symbol};
 use fe2o3_amqp::{Connection, Receiver, Session};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -88,6 +88,25 @@ struct Shared {
     session: Mutex<Option<SessionHandle<()>>>,
     /// Woken when a send finds the connection broken, so the supervisor acts at once.
     broken: Notify,
+    /// Asks the supervisor, which owns the connection, for a fresh sending session.
+    sessions: mpsc::Sender<SessionRequest>,
+    /// Where the supervisor reads those requests; taken when it serves the connection.
+    requests: Mutex<Option<mpsc::Receiver<SessionRequest>>>,
+}
+
+/// A request for a fresh session, answered with the session or why not.
+type SessionRequest = oneshot::Sender<Result<SessionHandle<()>, String>>;
+
+impl Shared {
+    /// A fresh session on the same connection.
+    ///
+    /// # Errors
+    /// The connection is gone, or the broker refused the session.
+    async fn new_session(&self) -> Result<SessionHandle<()>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.sessions.send(reply).await.map_err(|_| String::from("the connection is closing"))?;
+        answer.await.unwrap_or_else(|_| Err(String::from("the connection is closing")))
+    }
 }
 
 /// One open connection and what was attached on it.
@@ -159,7 +178,7 @@ pub fn spawn(ctx: ComponentContext, config: &AmqpConfig) -> Result<(TargetSender
     let subscription = config.subscription.clone().unwrap_or_else(|| name.clone());
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (&*ctx.name, &container_id).hash(&mut hasher);
-    let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity);
+    let (tx, rx) = mpsc::channel(config.queue_capacity);
     let endpoint = Arc::new(Endpoint {
         ordering_seed: hasher.finish(),
         health: Health::connecting(Arc::clone(&ctx.name), Arc::clone(&ctx.readiness), format!("connecting to {url}")),
@@ -317,7 +336,14 @@ impl Endpoint {
             message: open_error(&e),
         })?;
         let sending = Session::begin(&mut connection).await.map_err(step("beginning the sending session"))?;
-        Ok((connection, Arc::new(Shared { session: Mutex::new(Some(sending)), broken: Notify::new() })))
+        let (sessions, requests) = mpsc::channel(1);
+        let shared = Shared {
+            session: Mutex::new(Some(sending)),
+            broken: Notify::new(),
+            sessions,
+            requests: Mutex::new(Some(requests)),
+        };
+        Ok((connection, Arc::new(shared)))
     }
 
     /// Attaches the receiver of `address`. A topic gets a subscription: durable when
@@ -384,6 +410,7 @@ impl Endpoint {
             .collect();
         let mut tick = tokio::time::interval(ROUTES_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut requests = lock(&shared.requests).take();
         let ended = loop {
             tokio::select! {
                 () = stop.cancelled() => break Ended::Stop,
@@ -402,6 +429,10 @@ impl Endpoint {
                     break Ended::Broken(reason);
                 }
                 () = shared.broken.notified() => break Ended::Broken(String::from("a send found the connection broken")),
+                Some(reply) = next_request(&mut requests) => {
+                    let begun = Session::begin(connection).await.map_err(|e| format!("beginning a session: {e}"));
+                    let _ = reply.send(begun);
+                }
                 _ = tick.tick() => {}
             }
             if !self.ctx.shutdown.sources.is_cancelled() && self.wants_receivers() != receiving {
@@ -448,6 +479,14 @@ fn open_error(error: &fe2o3_amqp::connection::OpenError) -> String {
             format!("SASL authentication failed ({code:?}): wrong username or password")
         }
         other => other.to_string(),
+    }
+}
+
+/// The next request for a session; never, once there can be none.
+async fn next_request(requests: &mut Option<mpsc::Receiver<SessionRequest>>) -> Option<SessionRequest> {
+    match requests {
+        Some(requests) => requests.recv().await,
+        None => std::future::pending().await,
     }
 }
 

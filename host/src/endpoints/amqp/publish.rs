@@ -40,6 +40,9 @@ struct Current {
     session: SessionHandle<()>,
     /// One sender link per address, attached on first use.
     senders: HashMap<String, Sender>,
+    /// Sessions given up after the broker refused a link on them, with their links,
+    /// kept until the batch whose outcomes may still need them is done.
+    retired: Vec<(SessionHandle<()>, HashMap<String, Sender>)>,
 }
 
 /// A failure to get a record onto a link: the event's error, and whether the
@@ -80,9 +83,15 @@ impl Publisher {
             self.current = None;
             let session = lock(&shared.session).take();
             match session {
-                Some(session) => self.current = Some(Current { shared, session, senders: HashMap::new() }),
+                Some(session) => {
+                    self.current = Some(Current { shared, session, senders: HashMap::new(), retired: Vec::new() });
+                }
                 None => return target::fail_all(ctx, pending, &endpoint.health.unavailable(), log),
             }
+        }
+        if let Some(current) = &mut self.current {
+            // The outcomes of the last batch are in: its retired sessions can go.
+            current.retired.clear();
         }
         let deadline = Instant::now() + self.send_timeout;
         let mut outcomes = Vec::with_capacity(pending.len());
@@ -185,8 +194,18 @@ impl Publisher {
                     let attached =
                         tokio::time::timeout_at(deadline, self.endpoint.sender(&mut current.session, address))
                             .await
-                            .map_err(|_| timed_out())?
-                            .map_err(|e| self.endpoint.attach_failed(address, &e))?;
+                            .map_err(|_| timed_out())?;
+                    let attached = match attached {
+                        Ok(attached) => attached,
+                        Err(e) => {
+                            if matches!(e, SenderAttachError::RemoteClosedWithError(_)) {
+                                // Artemis mixes up the next link attached on a session with
+                                // the one it just refused; later links go on a fresh session.
+                                current.retire().await;
+                            }
+                            return Err(self.endpoint.attach_failed(address, &e));
+                        }
+                    };
                     current.senders.entry(address.to_owned()).or_insert(attached)
                 }
             };
@@ -214,6 +233,21 @@ impl Publisher {
             }
         }
         Err(Failed(self.endpoint.health.unavailable(), true))
+    }
+}
+
+impl Current {
+    /// Moves on to a fresh session, keeping the current one and its links until the
+    /// batch is done. When none can be had, the next attach fails on the old one and
+    /// reports the connection broken.
+    async fn retire(&mut self) {
+        match self.shared.new_session().await {
+            Ok(fresh) => {
+                let old = std::mem::replace(&mut self.session, fresh);
+                self.retired.push((old, std::mem::take(&mut self.senders)));
+            }
+            Err(e) => tracing::debug!(error = %e, "no fresh session after a refused link"),
+        }
     }
 }
 
