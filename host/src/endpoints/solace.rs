@@ -294,16 +294,8 @@ impl SolaceConfig {
             max_message_bytes: self.max_message_bytes as u64,
             queues: self.queue_in.iter().cloned().collect(),
             topics: self.subscriptions.clone(),
-            consumer: match self.consumer {
-                ConsumerMode::Broadcast => amqp::ConsumerMode::Broadcast,
-                ConsumerMode::Shared => amqp::ConsumerMode::Shared,
-            },
-            tls: amqp::TlsConfig {
-                ca_file: self.tls.ca_file.clone(),
-                client_cert_file: self.tls.client_cert_file.clone(),
-                client_key_file: self.tls.client_key_file.clone(),
-                server_name: None,
-            },
+            consumer: self.consumer,
+            tls: self.tls.clone(),
             ..AmqpConfig::default()
         })
     }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::adapter::AdapterSource;
 use crate::config::{Problems, Secret};
+use crate::endpoints::ConsumerMode;
 
 /// The longest topic name Kafka accepts.
 const MAX_TOPIC_CHARS: usize = 249;
@@ -120,19 +121,6 @@ pub struct KafkaConfig {
     /// librdkafka properties for the consumer only.
     #[serde(default)]
     pub consumer_properties: BTreeMap<String, Secret>,
-}
-
-/// How a replica consumes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsumerMode {
-    /// A consumer group per host instance: every replica serves every record to its own
-    /// clients, and a restarted replica resumes from its group's committed offsets.
-    #[default]
-    Broadcast,
-    /// One consumer group, `group_id`: the partitions are spread over the replicas, and
-    /// each record reaches one of them.
-    Shared,
 }
 
 /// `auto.offset.reset`.
