@@ -26,9 +26,10 @@ mod publish;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode, Filter, Packet, PubAckReason, PubCompReason, PubRecReason, Publish,
 };
@@ -247,7 +248,7 @@ impl Endpoint {
         options.set_manual_acks(true);
         // Room for a whole batch of publishes and every acknowledgement of the messages
         // the broker may send ahead, so that queueing a request never waits.
-        options.set_request_channel_capacity(config.max_batch + usize::from(config.receive_maximum) + 64);
+        options.set_request_channel_capacity(2 * (config.max_batch + usize::from(config.receive_maximum)) + 64);
         options.set_connection_timeout(config.connect_timeout_ms.div_ceil(1000));
         if let Some(username) = &config.username {
             let password = config.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
@@ -312,19 +313,27 @@ impl Endpoint {
         consuming: bool,
         stop: &CancellationToken,
     ) -> Ended {
-        // QoS 1 and 2 messages are bounded by `receive_maximum`; the rest is room for QoS 0.
-        let capacity = usize::from(self.config.receive_maximum) + self.config.max_batch;
-        let (to_consumer, from_driver) = mpsc::channel(capacity.max(received.len()));
+        // Unbounded, so that the driver never waits for the consumer: it must keep
+        // polling to send acknowledgements and pings and to settle publishes. What it
+        // holds is bounded by `receive_maximum` for QoS 1 and 2 (when the broker keeps
+        // to it) and by `held` below for QoS 0.
+        let (to_consumer, from_driver) = mpsc::unbounded_channel();
+        let inbox = Inbox {
+            sender: to_consumer,
+            held: Arc::default(),
+            qos0_room: usize::from(self.config.receive_maximum) + self.config.max_batch,
+        };
         for publish in received {
-            // The capacity covers them.
-            let _ = to_consumer.try_send(publish);
+            inbox.push(publish);
         }
+        let held = Arc::clone(&inbox.held);
         // Polled only here, never cancelled mid-way: a cancelled poll could lose a
         // packet it was writing.
-        let mut driver = tokio::spawn(drive(eventloop, Arc::clone(session), consuming.then_some(to_consumer)));
+        let mut driver =
+            tokio::spawn(drive(eventloop, Arc::clone(session), consuming.then_some(inbox)).in_current_span());
         let consumer = async {
             if consuming {
-                consume::Consumer::new(Arc::clone(self), session.client.clone()).run(from_driver).await
+                consume::Consumer::new(Arc::clone(self), session.client.clone()).run(from_driver, held).await
             } else {
                 drop(from_driver);
                 std::future::pending().await
@@ -361,7 +370,7 @@ impl Endpoint {
 
 /// Polls the event loop until the connection ends, and returns why: settles publishes
 /// with the broker's answers and passes received messages to the consumer.
-async fn drive(mut eventloop: EventLoop, session: Arc<Session>, consumer: Option<mpsc::Sender<Publish>>) -> String {
+async fn drive(mut eventloop: EventLoop, session: Arc<Session>, inbox: Option<Inbox>) -> String {
     loop {
         let event = match eventloop.poll().await {
             Ok(event) => event,
@@ -392,19 +401,38 @@ async fn drive(mut eventloop: EventLoop, session: Arc<Session>, consumer: Option
                 inflight.answered(comp.pkid, answer);
             }
             Event::Incoming(Packet::Publish(publish)) => {
-                let Some(consumer) = &consumer else { continue };
-                if publish.qos == rumqttc::v5::mqttbytes::QoS::AtMostOnce {
-                    // QoS 0 is not flow-controlled by the broker; at most once, it is
-                    // dropped (and said so) rather than stalling the connection.
-                    if consumer.try_send(publish).is_err() {
-                        tracing::warn!("a QoS 0 message arrived while the consumer was full; dropped");
-                    }
-                } else if consumer.send(publish).await.is_err() {
+                if let Some(inbox) = &inbox
+                    && !inbox.push(publish)
+                {
                     return String::from("the consumer stopped");
                 }
             }
             _ => {}
         }
+    }
+}
+
+/// Received messages on their way from the driver to the consumer.
+struct Inbox {
+    /// To the consumer.
+    sender: mpsc::UnboundedSender<Publish>,
+    /// Messages sent and not yet taken by the consumer.
+    held: Arc<AtomicUsize>,
+    /// How many may be held before a QoS 0 message is dropped.
+    qos0_room: usize,
+}
+
+impl Inbox {
+    /// Passes `publish` on. False when the consumer is gone.
+    fn push(&self, publish: Publish) -> bool {
+        if publish.qos == QoS::AtMostOnce && self.held.load(Ordering::Relaxed) >= self.qos0_room {
+            // The broker does not flow-control QoS 0: at most once, such a message is
+            // dropped (and said so) while the consumer is this far behind.
+            tracing::warn!(held = self.qos0_room, "a QoS 0 message arrived while the consumer was full; dropped");
+            return true;
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        self.sender.send(publish).is_ok()
     }
 }
 
