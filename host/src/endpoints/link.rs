@@ -1,12 +1,14 @@
 //! What every broker endpoint's connection supervisor shares: the backoff between
 //! attempts, and the endpoint's health as `/readyz` and failing deliveries see it.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Readiness;
+use crate::config::Problems;
 use crate::event::DeliveryError;
 
 /// The first pause before reconnecting; it doubles on every failure in a row.
@@ -105,6 +107,26 @@ impl Health {
     pub fn unavailable(&self) -> DeliveryError {
         DeliveryError::Unavailable { target: self.name.to_string(), message: lock(&self.down_reason).clone() }
     }
+}
+
+/// The certificate files of a broker endpoint's `tls` table, as `(field, file)`:
+/// `ca_file`, `client_cert_file` and `client_key_file`.
+pub type TlsFiles<'a> = [(&'static str, &'a Option<PathBuf>); 3];
+
+/// Checks the `tls` table at `path`: every file named exists, the client certificate
+/// and key go together, and files are set only with a TLS URL. `tls_url` says whether
+/// the URL asks for TLS (`None`: the URL is invalid, reported elsewhere); `scheme` is
+/// the TLS scheme named in the message (`amqps://`).
+pub fn check_tls_files(path: &str, files: TlsFiles<'_>, tls_url: Option<bool>, scheme: &str, problems: &mut Problems) {
+    for (field, file) in files {
+        if let Some(file) = file {
+            problems.check(file.is_file(), format!("{path}.{field}"), format!("{} does not exist", file.display()));
+        }
+    }
+    let [_, (_, cert), (_, key)] = files;
+    problems.check(cert.is_some() == key.is_some(), path, "`client_cert_file` and `client_key_file` go together");
+    let configured = files.iter().any(|(_, file)| file.is_some());
+    problems.check(!configured || tls_url != Some(false), path, format!("TLS settings need an `{scheme}` url"));
 }
 
 /// Locks a mutex whose data stays valid even if a holder panicked.

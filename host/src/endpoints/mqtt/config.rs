@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::adapter::AdapterSource;
 use crate::config::{Problems, Secret};
+use crate::endpoints::link::check_tls_files;
 
 /// The port of `mqtt://` without one.
 const MQTT_PORT: u16 = 1883;
@@ -358,18 +359,7 @@ impl TlsConfig {
             ("client_cert_file", &self.client_cert_file),
             ("client_key_file", &self.client_key_file),
         ];
-        for (field, file) in files {
-            if let Some(file) = file {
-                problems.check(file.is_file(), format!("{path}.{field}"), format!("{} does not exist", file.display()));
-            }
-        }
-        problems.check(
-            self.client_cert_file.is_some() == self.client_key_file.is_some(),
-            path,
-            "`client_cert_file` and `client_key_file` go together",
-        );
-        let configured = files.iter().any(|(_, file)| file.is_some());
-        problems.check(!configured || tls != Some(false), path, "TLS settings need an `mqtts://` url");
+        check_tls_files(path, files, tls, "mqtts://", problems);
     }
 
     /// The rustls client settings: the system roots plus `ca_file`, and the client

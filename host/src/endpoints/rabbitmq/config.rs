@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::adapter::AdapterSource;
 use crate::config::{Problems, Secret, redact_url};
+use crate::endpoints::link::check_tls_files;
 
 /// The longest AMQP 0-9-1 short string (exchange, queue and routing key names).
 const MAX_SHORT_STRING: usize = 255;
@@ -222,18 +223,8 @@ impl TlsConfig {
             ("client_cert_file", &self.client_cert_file),
             ("client_key_file", &self.client_key_file),
         ];
-        for (field, file) in files {
-            if let Some(file) = file {
-                problems.check(file.is_file(), format!("{path}.{field}"), format!("{} does not exist", file.display()));
-            }
-        }
-        problems.check(
-            self.client_cert_file.is_some() == self.client_key_file.is_some(),
-            path,
-            "`client_cert_file` and `client_key_file` go together",
-        );
-        let configured = files.iter().any(|(_, file)| file.is_some());
-        problems.check(!configured || scheme != Some(AMQPScheme::AMQP), path, "TLS settings need an `amqps://` url");
+        let tls_url = scheme.map(|scheme| scheme == AMQPScheme::AMQPS);
+        check_tls_files(path, files, tls_url, "amqps://", problems);
     }
 
     /// Reads the files into the client library's TLS settings.
