@@ -208,15 +208,20 @@ async fn next_data(sse: &mut SseStream) -> String {
 /// (or whatever it holds after 10 s).
 async fn polled(t: &TestHost, path: &str, n: usize) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut events = Vec::new();
+    let mut cursor = 0;
     loop {
-        let events = t.get(&format!("{path}?cursor=0&limit=1000"), &[]).await.json()["events"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let page = t.get(&format!("{path}?cursor={cursor}&limit=1000"), &[]).await.json();
+        let got = page["events"].as_array().cloned().unwrap_or_default();
+        cursor = page["next_cursor"].as_u64().unwrap_or(cursor);
+        let empty = got.is_empty();
+        events.extend(got);
         if events.len() >= n || Instant::now() > deadline {
             return events;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if empty {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -930,7 +935,7 @@ async fn a_host_killed_while_consuming_gets_what_it_did_not_hand_over_after_its_
     let mut first =
         Process::start(&format!("[host]\ninstance_id = \"{instance}\"\n{config}").replacen("[host]\n", "", 1));
     let mut client = publisher().await;
-    for i in 0..450 {
+    for i in 0..2000 {
         publish(&client, &format!("{prefix}/k"), format!("k{i}"), with_id(&format!("k-{i}"))).await;
     }
     // Killed while consuming: once 100 are through.
@@ -943,25 +948,103 @@ async fn a_host_killed_while_consuming_gets_what_it_did_not_hand_over_after_its_
     first.child.wait().expect("exited");
     before.extend(first.packets.iter());
     let handed_over = delivered(before, "mq->poll");
-    client.acked(450).await;
+    client.acked(2000).await;
     // Published while no host runs: the session keeps them.
-    for i in 450..500 {
+    for i in 2000..2100 {
         publish(&client, &format!("{prefix}/k"), format!("k{i}"), with_id(&format!("k-{i}"))).await;
     }
-    client.acked(500).await;
+    client.acked(2100).await;
 
     let second = start_as(&instance, &config).await;
     ready(&second).await;
-    let missing_before: usize = 500 - handed_over.len();
+    let missing_before: usize = 2100 - handed_over.len();
     let after = ids(&polled(&second, "/poll", missing_before).await);
-    let all: BTreeSet<String> = (0..500).map(|i| format!("k-{i}")).collect();
+    let all: BTreeSet<String> = (0..2100).map(|i| format!("k-{i}")).collect();
     let seen: BTreeSet<String> = handed_over.iter().chain(&after).cloned().collect();
     let lost: Vec<&String> = all.difference(&seen).collect();
     eprintln!("killed after handing over {}; the restarted host got {}", handed_over.len(), after.len());
     assert!(lost.is_empty(), "at least once: never handed over {lost:?}");
-    assert!(after.iter().any(|id| id == "k-499"), "what came while no host ran arrived");
+    assert!(after.iter().any(|id| id == "k-2099"), "what came while no host ran arrived");
     let positions: Vec<usize> =
-        (450..500).filter_map(|i| after.iter().position(|id| *id == format!("k-{i}"))).collect();
+        (2000..2100).filter_map(|i| after.iter().position(|id| *id == format!("k-{i}"))).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "in order: {after:?}");
     second.host.shutdown().await;
+}
+
+/// The pid of the Mosquitto that `scripts/brokers.sh` started.
+fn mosquitto_pid() -> String {
+    let cache = std::env::var("MEDIATION_CACHE")
+        .unwrap_or_else(|_| format!("{}/.cache/mediation-host", std::env::var("HOME").expect("HOME is set")));
+    let file = format!("{cache}/brokers/mosquitto/mosquitto.pid");
+    let pid = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}; is Mosquitto up?"));
+    pid.trim().to_owned()
+}
+
+/// Sends `signal` to Mosquitto.
+fn signal_mosquitto(signal: &str) {
+    let status = Command::new("kill").args([&format!("-{signal}"), &mosquitto_pid()]).status().expect("kill runs");
+    assert!(status.success(), "kill -{signal} mosquitto");
+}
+
+/// Lets a stopped Mosquitto go on however the test ends.
+struct Continue;
+
+impl Drop for Continue {
+    fn drop(&mut self) {
+        signal_mosquitto("CONT");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_does_not_acknowledge_in_time_gets_posts_answered_504() {
+    let _broker = BROKER.write().await;
+    let prefix = unique("mh-test");
+    let mut seen = subscriber(&format!("{prefix}/#"), None).await;
+    let t = start(&format!(
+        r#"
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+        destination = "slow"
+
+        [endpoints.mq]
+        type = "mqtt"
+        url = "{url}"
+        confirm_timeout_ms = 500
+        adapter_settings = {{ topic_prefix = "{prefix}/" }}
+
+        [[routes]]
+        source = "ingest"
+        target = "mq"
+        "#,
+        url = broker_url()
+    ))
+    .await;
+    ready(&t).await;
+    let text = [("content-type", "text/plain")];
+    assert_eq!(t.post("/ingest", &text, "before").await.status, 202);
+
+    // The broker process stops: the connection stays open, nothing is acknowledged.
+    let resume = Continue;
+    signal_mosquitto("STOP");
+    let reply = t.post("/ingest", &[("content-type", "text/plain"), ("idempotency-key", "late")], "late").await;
+    drop(resume);
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert_eq!(reply.json()["error"], "target_timeout");
+    let message = reply.json()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        message.contains(&format!("topic `{prefix}/slow`: not acknowledged by the broker within 500 ms")),
+        "{message}"
+    );
+
+    // Going on, the broker takes it after all (it may or may not arrive, the 504 said),
+    // and the flow goes on on the same connection.
+    let after = t.post("/ingest", &text, "after").await;
+    assert_eq!(after.status, 202, "{}", after.text());
+    let payloads: Vec<Bytes> =
+        vec![next(&mut seen).await.payload, next(&mut seen).await.payload, next(&mut seen).await.payload];
+    assert_eq!(payloads, [&b"before"[..], b"late", b"after"]);
+    let outcomes: Vec<_> = t.packets().iter().map(|p| p["outcome"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(outcomes, ["delivered", "timeout", "delivered"]);
+    t.host.shutdown().await;
 }
