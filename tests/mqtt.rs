@@ -359,6 +359,7 @@ async fn websocket_publishes_are_acknowledged_after_the_broker_and_reach_another
         url = "{url}"
         adapter_settings = {{ topic_prefix = "{prefix}/", qos = "2" }}
         subscriptions = ["{prefix}/#"]
+        subscription_qos = 2
 
         [[routes]]
         source = "ws"
@@ -1047,4 +1048,51 @@ async fn a_broker_that_does_not_acknowledge_in_time_gets_posts_answered_504() {
     let outcomes: Vec<_> = t.packets().iter().map(|p| p["outcome"].as_str().unwrap_or_default().to_owned()).collect();
     assert_eq!(outcomes, ["delivered", "timeout", "delivered"]);
     t.host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_stopped_mid_stream_leaves_what_it_did_not_hand_over_in_its_session() {
+    let _broker = BROKER.read().await;
+    let prefix = unique("mh-test");
+    let instance = unique("stopped");
+    let config = format!(
+        r#"
+        [entrypoints.poll]
+        type = "http_get"
+        path = "/poll"
+
+        [endpoints.mq]
+        type = "mqtt"
+        url = "{url}"
+        adapter_settings = {{ topic_prefix = "{prefix}/" }}
+        subscriptions = ["{prefix}/#"]
+
+        [[routes]]
+        source = "mq"
+        target = "poll"
+        "#,
+        url = broker_url()
+    );
+    let first = start_as(&instance, &config).await;
+    ready(&first).await;
+    let mut client = publisher().await;
+    for i in 0..2000 {
+        publish(&client, &format!("{prefix}/s"), format!("s{i}"), with_id(&format!("s-{i}"))).await;
+    }
+    polled(&first, "/poll", 100).await;
+    let log = std::sync::Arc::clone(&first.packets);
+    first.host.shutdown().await;
+    let log = String::from_utf8(log.lock().expect("not poisoned").clone()).expect("UTF-8");
+    let handed_over = delivered(log.lines().map(str::to_owned), "mq->poll");
+    client.acked(2000).await;
+
+    let second = start_as(&instance, &config).await;
+    ready(&second).await;
+    let after = ids(&polled(&second, "/poll", 2000 - handed_over.len()).await);
+    eprintln!("stopped after handing over {}; the next host got {}", handed_over.len(), after.len());
+    let all: BTreeSet<String> = (0..2000).map(|i| format!("s-{i}")).collect();
+    let seen: BTreeSet<String> = handed_over.iter().chain(&after).cloned().collect();
+    let lost: Vec<&String> = all.difference(&seen).collect();
+    assert!(lost.is_empty(), "neither handed over nor kept in the session: {lost:?}");
+    second.host.shutdown().await;
 }
