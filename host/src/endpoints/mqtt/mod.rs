@@ -167,12 +167,16 @@ pub fn spawn(ctx: ComponentContext, config: &MqttConfig) -> Result<(TargetSender
 }
 
 impl Endpoint {
-    /// True when the endpoint should subscribe: routes leave it, it has filters, and
-    /// the host is not stopping its sources.
+    /// True when the endpoint consumes: it has filters and routes leave it. Its
+    /// session is then kept, also while the host stops its sources.
+    fn routed(&self) -> bool {
+        !self.filters.is_empty() && !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty()
+    }
+
+    /// True when the endpoint should subscribe: it is [`routed`](Self::routed) and the
+    /// host is not stopping its sources.
     fn wants_consumer(&self) -> bool {
-        !self.filters.is_empty()
-            && !self.ctx.shutdown.sources.is_cancelled()
-            && !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty()
+        self.routed() && !self.ctx.shutdown.sources.is_cancelled()
     }
 
     /// Connects, serves, and reconnects until `stop`. `link` carries the live session
@@ -232,14 +236,14 @@ impl Endpoint {
     }
 
     /// The client options of one connection attempt.
-    fn options(&self, consume: bool) -> MqttOptions {
+    fn options(&self) -> MqttOptions {
         let config = &self.config;
         let mut options = MqttOptions::new(self.client_id.clone(), self.address.host.clone(), self.address.port);
         options.set_keep_alive(Duration::from_secs(u64::from(config.keep_alive_s)));
         // A session is kept only while the endpoint consumes: without subscriptions
         // there is nothing to keep, and an old session's subscriptions would deliver
-        // messages nobody takes.
-        let persistent = consume && config.session_expiry_s > 0;
+        // messages nobody takes. A host stopping its sources keeps it for the next start.
+        let persistent = self.routed() && config.session_expiry_s > 0;
         options.set_clean_start(!persistent);
         options.set_session_expiry_interval(persistent.then_some(config.session_expiry_s));
         options.set_receive_maximum(Some(config.receive_maximum));
@@ -262,7 +266,7 @@ impl Endpoint {
 
     /// Connects and waits for CONNACK; when `consume`, subscribes and waits for SUBACK.
     async fn open(&self, consume: bool) -> Result<Opened, String> {
-        let (client, mut eventloop) = AsyncClient::new(self.options(consume), 16);
+        let (client, mut eventloop) = AsyncClient::new(self.options(), 16);
         let connack = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(connack))) => connack,
             Ok(other) => return Err(format!("expected CONNACK, got {other:?}")),
