@@ -1,7 +1,9 @@
 //! The `mqtt` endpoint against the real Mosquitto that `scripts/brokers.sh up mosquitto`
 //! starts. Addresses come from `MEDIATION_MQTT_URL` (default `mqtt://127.0.0.1:1883`,
 //! anonymous) and `MEDIATION_MQTT_AUTH_URL` (default `mqtt://127.0.0.1:1884`, user
-//! `mediation`, password `mediation-secret`). A broker that cannot be reached fails the
+//! `mediation`, password `mediation-secret`), and `MEDIATION_MQTT_TLS_URL` (default
+//! `mqtts://127.0.0.1:8883`) with `MEDIATION_MQTT_CA` (default the test CA that
+//! `brokers.sh` made). A broker that cannot be reached fails the
 //! tests, in CI and out of it: they never skip. What the host sent is checked with the
 //! broker's own protocol through an independent client (`rumqttc`, auto-acknowledging).
 //!
@@ -972,11 +974,16 @@ async fn a_host_killed_while_consuming_gets_what_it_did_not_hand_over_after_its_
     second.host.shutdown().await;
 }
 
-/// The pid of the Mosquitto that `scripts/brokers.sh` started.
-fn mosquitto_pid() -> String {
+/// Where `scripts/brokers.sh` keeps Mosquitto's files.
+fn mosquitto_dir() -> String {
     let cache = std::env::var("MEDIATION_CACHE")
         .unwrap_or_else(|_| format!("{}/.cache/mediation-host", std::env::var("HOME").expect("HOME is set")));
-    let file = format!("{cache}/brokers/mosquitto/mosquitto.pid");
+    format!("{cache}/brokers/mosquitto")
+}
+
+/// The pid of the Mosquitto that `scripts/brokers.sh` started.
+fn mosquitto_pid() -> String {
+    let file = format!("{}/mosquitto.pid", mosquitto_dir());
     let pid = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}; is Mosquitto up?"));
     pid.trim().to_owned()
 }
@@ -1095,4 +1102,67 @@ async fn a_host_stopped_mid_stream_leaves_what_it_did_not_hand_over_in_its_sessi
     let lost: Vec<&String> = all.difference(&seen).collect();
     assert!(lost.is_empty(), "neither handed over nor kept in the session: {lost:?}");
     second.host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_connects_with_the_test_ca_and_an_unknown_issuer_is_named() {
+    let _broker = BROKER.read().await;
+    let prefix = unique("mh-test");
+    let url = std::env::var("MEDIATION_MQTT_TLS_URL").unwrap_or_else(|_| String::from("mqtts://127.0.0.1:8883"));
+    let ca = std::env::var("MEDIATION_MQTT_CA").unwrap_or_else(|_| format!("{}/tls/ca.pem", mosquitto_dir()));
+    assert!(std::path::Path::new(&ca).is_file(), "{ca} is missing; `scripts/brokers.sh up mosquitto` makes it");
+    let mut seen = subscriber(&format!("{prefix}/#"), None).await;
+    let t = start(&format!(
+        r#"
+        [entrypoints.secure]
+        type = "http_post"
+        path = "/secure"
+        destination = "tls"
+
+        [entrypoints.untrusted]
+        type = "http_post"
+        path = "/untrusted"
+        destination = "tls"
+
+        [endpoints.safe]
+        type = "mqtt"
+        url = "{url}"
+        adapter_settings = {{ topic_prefix = "{prefix}/" }}
+        tls = {{ ca_file = "{ca}" }}
+
+        [endpoints.unsafe]
+        type = "mqtt"
+        url = "{url}"
+        adapter_settings = {{ topic_prefix = "{prefix}/" }}
+
+        [[routes]]
+        source = "secure"
+        target = "safe"
+
+        [[routes]]
+        source = "untrusted"
+        target = "unsafe"
+        "#
+    ))
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let problems = loop {
+        let problems = t.admin("/readyz").await.json()["problems"].to_string();
+        let settled = !problems.contains("safe: connecting") && problems.contains("unsafe: not connected");
+        if settled || Instant::now() > deadline {
+            break problems;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!problems.contains("\"safe:"), "the endpoint with the CA connects: {problems}");
+    assert!(problems.contains(&format!("unsafe: not connected to {url}")), "{problems}");
+    assert!(problems.contains("UnknownIssuer"), "the TLS error is named: {problems}");
+
+    let reply = t.post("/secure", &[("content-type", "text/plain")], "over tls").await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let message = next(&mut seen).await;
+    assert_eq!((&message.topic[..], &message.payload[..]), (format!("{prefix}/tls").as_bytes(), &b"over tls"[..]));
+    let refused = t.post("/untrusted", &[("content-type", "text/plain")], "x").await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    t.host.shutdown().await;
 }
