@@ -326,16 +326,9 @@ impl SolaceConfig {
         config.subscription_qos = qos;
         config.max_message_bytes = self.max_message_bytes;
         config.subscriptions = subscriptions;
-        config.consumer = match self.consumer {
-            ConsumerMode::Broadcast => mqtt::ConsumerMode::Broadcast,
-            ConsumerMode::Shared => mqtt::ConsumerMode::Shared,
-        };
+        config.consumer = self.consumer;
         config.broker_label = Some(self.label(&service, scheme));
-        config.tls = mqtt::TlsConfig {
-            ca_file: self.tls.ca_file.clone(),
-            client_cert_file: self.tls.client_cert_file.clone(),
-            client_key_file: self.tls.client_key_file.clone(),
-        };
+        config.tls = self.tls.clone();
         Ok(config)
     }
 }

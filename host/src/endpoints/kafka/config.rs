@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::adapter::AdapterSource;
 use crate::config::{Problems, Secret};
 use crate::endpoints::ConsumerMode;
+use crate::endpoints::tls::TlsFiles;
 
 /// The longest topic name Kafka accepts.
 const MAX_TOPIC_CHARS: usize = 249;
@@ -444,22 +445,14 @@ impl KafkaConfig {
 }
 
 impl TlsConfig {
+    /// The files, checked as every endpoint checks them (TLS is on whenever `tls` is set).
     fn validate(&self, path: &str, problems: &mut Problems) {
-        let files = [
-            ("ca_file", &self.ca_file),
-            ("client_cert_file", &self.client_cert_file),
-            ("client_key_file", &self.client_key_file),
-        ];
-        for (field, file) in files {
-            if let Some(file) = file {
-                problems.check(file.is_file(), format!("{path}.{field}"), format!("{} does not exist", file.display()));
-            }
-        }
-        problems.check(
-            self.client_cert_file.is_some() == self.client_key_file.is_some(),
-            path,
-            "`client_cert_file` and `client_key_file` go together",
-        );
+        let files = TlsFiles {
+            ca_file: self.ca_file.clone(),
+            client_cert_file: self.client_cert_file.clone(),
+            client_key_file: self.client_key_file.clone(),
+        };
+        files.validate(path, Some(true), "SSL", problems);
     }
 }
 
