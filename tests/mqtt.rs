@@ -600,9 +600,9 @@ async fn an_invalid_topic_and_an_oversized_payload_are_refused_by_name_and_fail_
     let big = format!("\"{}\"", "x".repeat(1200));
     let body = format!("{{\"n\":1}}\n{big}\n{{\"n\":3}}\n");
     let reply = t.post("/ingest", &[("content-type", "application/x-ndjson"), ("idempotency-key", "nd")], body).await;
-    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.status, 413, "{}", reply.text());
     assert!(
-        reply.text().contains("the payload is 1202 bytes, over the endpoint's limit `max_message_bytes` = 1000"),
+        reply.text().contains("the payload is 1202 bytes, over the endpoint's max_message_bytes of 1000"),
         "{}",
         reply.text()
     );
@@ -622,7 +622,7 @@ async fn an_invalid_topic_and_an_oversized_payload_are_refused_by_name_and_fail_
         })
         .collect();
     outcomes.sort();
-    let expected = [("nd:1", "delivered"), ("nd:2", "target_error"), ("nd:3", "delivered")];
+    let expected = [("nd:1", "delivered"), ("nd:2", "too_large"), ("nd:3", "delivered")];
     assert_eq!(outcomes, expected.map(|(a, b)| (a.to_owned(), b.to_owned())));
     t.host.shutdown().await;
 }

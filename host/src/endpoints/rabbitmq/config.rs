@@ -47,7 +47,7 @@ pub struct RabbitMqConfig {
     /// are awaited together; also the most consumed messages handed over at once.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
-    /// The largest record (payload and headers) published; a larger one fails with
+    /// The largest payload published; a larger record fails with
     /// outcome `too_large` (HTTP 413) naming this limit. RabbitMQ's own default limit
     /// is 128 MiB (`max_message_size`); large messages also hold the broker's memory.
     #[serde(default = "default_max_message_bytes")]
