@@ -26,7 +26,7 @@ use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Value};
 use fe2o3_amqp::{Connection, Receiver, Sender, Session};
 use futures_util::SinkExt;
 use serde_json::json;
-use support::{SseStream, TestHost, metric, ws_json};
+use support::{BrokerBackUp, TestHost, broker_script, metric, next_data, start_instance, unique, ws_json};
 use tokio::sync::RwLock;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -36,11 +36,6 @@ static BROKER: RwLock<()> = RwLock::const_new(());
 fn broker_url() -> String {
     std::env::var("MEDIATION_ARTEMIS_URL")
         .unwrap_or_else(|_| String::from("amqp://mediation:mediation-secret@127.0.0.1:5673"))
-}
-
-/// A unique name for this test run: `<prefix>-<uuid>`.
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
 }
 
 /// The broker's own side: a connection and a session of a real AMQP 1.0 client.
@@ -155,31 +150,16 @@ fn application(delivery: &Delivery<Body<Value>>, name: &str) -> Option<SimpleVal
     delivery.message().application_properties.as_ref()?.0.get(name).cloned()
 }
 
-/// Starts a host from `toml` with an instance id of its own and free ports.
-async fn start(toml: &str) -> TestHost {
-    TestHost::start_with(&format!("instance_id = \"{}\"\nreload_poll_ms = 0", unique("test")), toml).await
-}
-
 /// The `[endpoints.<name>]` table head and connection lines for the test broker.
 fn endpoint(name: &str) -> String {
     format!("[endpoints.{name}]\ntype = \"amqp\"\nurl = \"{}\"\n", broker_url())
-}
-
-/// The data of the next SSE event (the `retry:` hint and heartbeats skipped).
-async fn next_data(sse: &mut SseStream) -> String {
-    loop {
-        let frame = sse.next_event().await;
-        if !frame.data.is_empty() {
-            return frame.joined();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_is_answered_202_once_accepted_and_a_jms_client_sees_destination_type_and_properties() {
     let _broker = BROKER.read().await;
     let queue = unique("mh-test-q");
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -195,7 +175,7 @@ async fn a_post_is_answered_202_once_accepted_and_a_jms_client_sees_destination_
         endpoint = endpoint("jms"),
     ))
     .await;
-    let ready = t.await_readyz(200).await;
+    let ready = t.await_ready(200, support::WAIT).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
 
     let binary: Vec<u8> = (0..=255).collect();
@@ -254,7 +234,7 @@ async fn a_post_is_answered_202_once_accepted_and_a_jms_client_sees_destination_
 async fn posts_come_back_through_a_queue_to_sse_and_http_get_in_order_with_their_properties() {
     let _broker = BROKER.read().await;
     let queue = unique("mh-test-q");
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -287,7 +267,7 @@ async fn posts_come_back_through_a_queue_to_sse_and_http_get_in_order_with_their
         endpoint = endpoint("jms"),
     ))
     .await;
-    let ready = t.await_readyz(200).await;
+    let ready = t.await_ready(200, support::WAIT).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     let mut sse = t.sse("/events", &[]).await.expect("an SSE stream");
     let payloads = ["temp=21.5 °C", r#"{"temp":22,"unit":"°C"}"#, "", "last"];
@@ -321,7 +301,7 @@ async fn posts_come_back_through_a_queue_to_sse_and_http_get_in_order_with_their
 async fn websocket_publishes_are_acked_after_the_broker_accepted_and_come_back_to_websocket_clients() {
     let _broker = BROKER.read().await;
     let queue = unique("mh-test-q");
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ws]
         type = "websocket"
@@ -341,7 +321,7 @@ async fn websocket_publishes_are_acked_after_the_broker_accepted_and_come_back_t
         endpoint = endpoint("jms"),
     ))
     .await;
-    let ready = t.await_readyz(200).await;
+    let ready = t.await_ready(200, support::WAIT).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     let mut alice = t.ws("/ws").await;
     let mut bob = t.ws("/ws").await;
@@ -379,7 +359,7 @@ async fn websocket_publishes_are_acked_after_the_broker_accepted_and_come_back_t
 async fn messages_a_jms_producer_sends_to_a_topic_reach_http_get_with_bytes_and_properties() {
     let _broker = BROKER.read().await;
     let topic = unique("mh-test-t");
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.poll]
         type = "http_get"
@@ -397,7 +377,7 @@ async fn messages_a_jms_producer_sends_to_a_topic_reach_http_get_with_bytes_and_
         subscription = unique("mh-test-sub"),
     ))
     .await;
-    let ready = t.await_readyz(200).await;
+    let ready = t.await_ready(200, support::WAIT).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     let mut client = Client::connect().await;
     let mut messages = vec![text_message("p-0", "price=12.5", &[("symbol", "ACME")])];
@@ -447,7 +427,7 @@ async fn a_message_the_adapter_refuses_is_rejected_alone_and_never_redelivered()
         .await;
     // An SSE client reads text: the SSE adapter refuses a payload that is not UTF-8. A
     // body over `max_message_bytes` is rejected before it is mapped (no packet line).
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.events]
         type = "sse"
@@ -488,7 +468,7 @@ async fn a_missing_address_or_an_oversized_message_fails_naming_it_and_wrong_cre
     let url = broker_url();
     let wrong = url.replacen("mediation-secret", "not-the-password", 1);
     assert_ne!(wrong, url, "MEDIATION_ARTEMIS_URL must carry the password to test a wrong one");
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.lost]
         type = "http_post"
@@ -621,15 +601,15 @@ async fn a_durable_subscription_keeps_what_was_published_while_the_host_was_stop
         container = unique("mh-test-container"),
         subscription = unique("mh-test-sub"),
     );
-    let t = start(&config).await;
-    let ready = t.await_readyz(200).await;
+    let t = start_instance(&config).await;
+    let ready = t.await_ready(200, support::WAIT).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     t.host.shutdown().await;
 
     let mut client = Client::connect().await;
     let messages = (0..3).map(|i| text_message(&format!("d-{i}"), &format!("while away {i}"), &[])).collect();
     client.send(&format!("topic://{topic}"), messages).await;
-    let t = start(&config).await;
+    let t = start_instance(&config).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let events = loop {
         let events = t.get("/poll?cursor=0", &[]).await.json()["events"].as_array().cloned().unwrap_or_default();
@@ -653,7 +633,7 @@ async fn a_durable_subscription_keeps_what_was_published_while_the_host_was_stop
 async fn settled_delivery_sends_at_most_once_without_waiting_for_an_outcome() {
     let _broker = BROKER.read().await;
     let queue = unique("mh-test-q");
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -669,7 +649,7 @@ async fn settled_delivery_sends_at_most_once_without_waiting_for_an_outcome() {
         endpoint = endpoint("jms"),
     ))
     .await;
-    let ready = t.await_readyz(200).await;
+    let ready = t.await_ready(200, support::WAIT).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     for i in 0..3 {
         let key = format!("direct-{i}");
@@ -691,7 +671,7 @@ async fn a_message_its_target_does_not_accept_is_released_and_redelivered_never_
     let mut client = Client::connect().await;
     client.send(&format!("queue://{queue}"), vec![text_message("u-1", "undeliverable", &[])]).await;
     // An HTTP POST entrypoint serves no events, so it refuses every delivery.
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -741,10 +721,10 @@ async fn two_instances(consumer: &str, topic: &str, n: usize) -> (Vec<String>, V
         "#,
         endpoint = endpoint("jms"),
     );
-    let one = start(&config).await;
-    let two = start(&config).await;
+    let one = start_instance(&config).await;
+    let two = start_instance(&config).await;
     for t in [&one, &two] {
-        let ready = t.await_readyz(200).await;
+        let ready = t.await_ready(200, support::WAIT).await;
         assert_eq!(ready.status, 200, "{}", ready.text());
     }
     let mut client = Client::connect().await;
@@ -787,35 +767,11 @@ async fn broadcast_subscriptions_give_every_instance_every_message_and_a_shared_
     assert!(!one.is_empty() && !two.is_empty(), "both instances consumed: {one:?} {two:?}");
 }
 
-/// Runs `scripts/brokers.sh <command> artemis`, panicking with its output on failure.
-fn brokers(command: &str) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/brokers.sh");
-    let output =
-        std::process::Command::new("bash").arg(script).args([command, "artemis"]).output().expect("brokers.sh runs");
-    assert!(
-        output.status.success(),
-        "brokers.sh {command} artemis failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Starts the broker again however the restart test ends.
-struct BrokerBackUp;
-
-impl Drop for BrokerBackUp {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            brokers("up");
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_accepted_ones() {
     let _broker = BROKER.write().await;
     let queue = unique("mh-test-durable");
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -831,7 +787,7 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_accepted_
         endpoint = endpoint("jms"),
     ))
     .await;
-    let ready = t.await_readyz(200).await;
+    let ready = t.await_ready(200, support::WAIT).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
 
     // One client posts all along; another watches `/readyz`.
@@ -868,12 +824,12 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_accepted_
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let guard = BrokerBackUp;
-    tokio::task::spawn_blocking(|| brokers("down")).await.expect("down");
+    let guard = BrokerBackUp("artemis");
+    tokio::task::spawn_blocking(|| broker_script("down", "artemis")).await.expect("down");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    tokio::task::spawn_blocking(|| brokers("up")).await.expect("up");
+    tokio::task::spawn_blocking(|| broker_script("up", "artemis")).await.expect("up");
     drop(guard);
-    let back = t.await_readyz_within(200, Duration::from_secs(30)).await;
+    let back = t.await_ready(200, Duration::from_secs(30)).await;
     assert_eq!(back.status, 200, "ready again without a restart of the host: {}", back.text());
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();

@@ -24,7 +24,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
-use support::{BrokerBackUp, Outage, TestHost, broker_script, metric, ws_next};
+use support::{BrokerBackUp, Outage, TestHost, broker_script, metric, start_as, start_instance, unique, ws_next};
 use tokio::sync::RwLock;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -52,11 +52,6 @@ fn tls_ca() -> String {
         let home = std::env::var("HOME").expect("HOME is set");
         format!("{home}/.cache/mediation-host/brokers/kafka/tls/ca.pem")
     })
-}
-
-/// A unique name for this test run: `<prefix>-<uuid>`.
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
 }
 
 fn client_config() -> ClientConfig {
@@ -136,16 +131,6 @@ fn header<'a>(message: &'a OwnedMessage, name: &str) -> Option<&'a [u8]> {
     message.headers()?.iter().find(|h| h.key == name).and_then(|h| h.value)
 }
 
-/// Starts a host from `toml` with an instance id of its own and free ports.
-async fn start(toml: &str) -> TestHost {
-    start_as(&unique("test"), toml).await
-}
-
-/// Starts a host from `toml` as instance `instance`.
-async fn start_as(instance: &str, toml: &str) -> TestHost {
-    TestHost::start_with(&format!("instance_id = \"{instance}\"\nreload_poll_ms = 0"), toml).await
-}
-
 /// Polls the HTTP GET entrypoint `path` until `n` events arrived or `wait` passed.
 async fn poll_events(t: &TestHost, path: &str, n: usize, wait: Duration) -> Vec<serde_json::Value> {
     poll_addr(t.listen(), path, n, wait).await
@@ -171,7 +156,7 @@ async fn a_post_is_answered_only_once_acknowledged_and_reaches_kafka_and_sse_who
     let _broker = BROKER.read().await;
     let topic = unique("mh-test-post");
     create_topic(&topic, 3).await;
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -261,7 +246,7 @@ async fn websocket_publishes_are_acked_after_kafka_and_come_back_to_websocket_cl
     let _broker = BROKER.read().await;
     let topic = unique("mh-test-ws");
     create_topic(&topic, 3).await;
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ws]
         type = "websocket"
@@ -342,7 +327,7 @@ async fn records_from_a_kafka_client_reach_http_get_with_key_headers_and_order()
     let _broker = BROKER.read().await;
     let topic = unique("mh-test-get");
     create_topic(&topic, 3).await;
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.poll]
         type = "http_get"
@@ -523,7 +508,7 @@ async fn bad_input_is_refused_by_name_and_one_bad_record_fails_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_sasl_credentials_leave_the_host_up_but_unready_naming_the_endpoint() {
     let _broker = BROKER.read().await;
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -577,7 +562,7 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_acknowled
     let _broker = BROKER.write().await;
     let topic = unique("mh-test-restart");
     create_topic(&topic, 1).await;
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -700,8 +685,8 @@ async fn two_instances_both_get_every_record_in_broadcast_and_split_them_in_shar
         produce(&producer, &topic, &format!("key-{i}"), id.as_bytes(), &[("message-id", id.as_bytes())]).await;
     }
     // Broadcast: a group per instance, each reads everything.
-    let a = start(&config("broadcast")).await;
-    let b = start(&config("broadcast")).await;
+    let a = start_instance(&config("broadcast")).await;
+    let b = start_instance(&config("broadcast")).await;
     for t in [&a, &b] {
         let events = poll_events(t, "/poll", 30, Duration::from_secs(20)).await;
         let ids: HashSet<String> = events.iter().filter_map(|e| e["id"].as_str().map(String::from)).collect();
@@ -711,8 +696,8 @@ async fn two_instances_both_get_every_record_in_broadcast_and_split_them_in_shar
     b.host.shutdown().await;
 
     // Shared: one group; once both are members, each record reaches exactly one.
-    let a = start(&config("shared")).await;
-    let b = start(&config("shared")).await;
+    let a = start_instance(&config("shared")).await;
+    let b = start_instance(&config("shared")).await;
     tokio::task::spawn_blocking({
         let group = group.clone();
         move || await_group_members(&group, 2)
@@ -1044,7 +1029,7 @@ async fn sasl_over_tls_connects_with_the_trusted_ca_and_an_untrusted_certificate
     );
     let topic = unique("mh-test-tls");
     create_topic(&topic, 1).await;
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"

@@ -24,7 +24,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::json;
-use support::{Reply, SseStream, TestHost, metric, within};
+use support::{BrokerBackUp, TestHost, broker_script, metric, next_data, start_as, start_instance, unique, within};
 use tokio::sync::{RwLock, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -40,11 +40,6 @@ fn broker_url() -> String {
 
 fn auth_url() -> String {
     std::env::var("MEDIATION_MQTT_AUTH_URL").unwrap_or_else(|_| String::from("mqtt://127.0.0.1:1884"))
-}
-
-/// A unique name for this test run: `<prefix>-<uuid>`.
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
 }
 
 /// Options of a test client of the anonymous listener.
@@ -167,43 +162,10 @@ fn user_property<'a>(publish: &'a Publish, name: &str) -> Option<&'a str> {
     properties.user_properties.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-/// Starts a host from `toml` with an instance id of its own (the client id is made of
-/// it) and free ports.
-async fn start(toml: &str) -> TestHost {
-    start_as(&unique("test"), toml).await
-}
-
-/// Starts a host from `toml` with instance id `instance`.
-async fn start_as(instance: &str, toml: &str) -> TestHost {
-    TestHost::start_with(&format!("instance_id = \"{instance}\"\nreload_poll_ms = 0"), toml).await
-}
-
-/// Waits until `/readyz` answers `status`; returns its last answer.
-async fn await_ready(t: &TestHost, status: u16, within: Duration) -> Reply {
-    let deadline = Instant::now() + within;
-    loop {
-        let reply = t.admin("/readyz").await;
-        if reply.status == status || Instant::now() > deadline {
-            return reply;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until the host is ready, failing with its problems.
 async fn ready(t: &TestHost) {
-    let reply = await_ready(t, 200, Duration::from_secs(10)).await;
+    let reply = t.await_ready(200, Duration::from_secs(10)).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-}
-
-/// The data of the next SSE event (the `retry:` hint and heartbeats skipped).
-async fn next_data(sse: &mut SseStream) -> String {
-    loop {
-        let frame = sse.next_event().await;
-        if !frame.data.is_empty() {
-            return frame.joined();
-        }
-    }
 }
 
 /// The events an HTTP GET entrypoint at `path` holds, once it holds at least `n`
@@ -261,7 +223,7 @@ async fn a_post_is_answered_202_once_acknowledged_and_comes_back_through_the_bro
     let _broker = BROKER.read().await;
     let prefix = unique("mh-test");
     let mut seen = subscriber(&format!("{prefix}/#"), None).await;
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -374,7 +336,7 @@ async fn a_post_is_answered_202_once_acknowledged_and_comes_back_through_the_bro
 async fn websocket_publishes_are_acknowledged_after_the_broker_and_reach_another_websocket() {
     let _broker = BROKER.read().await;
     let prefix = unique("mh-test");
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ws]
         type = "websocket"
@@ -437,7 +399,7 @@ async fn websocket_publishes_are_acknowledged_after_the_broker_and_reach_another
 async fn messages_of_a_real_client_reach_http_get_with_their_properties_and_order() {
     let _broker = BROKER.read().await;
     let prefix = unique("mh-test");
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.poll]
         type = "http_get"
@@ -495,7 +457,7 @@ async fn messages_of_a_real_client_reach_http_get_with_their_properties_and_orde
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_leave_the_host_up_but_unready_naming_the_endpoint() {
     let _broker = BROKER.read().await;
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -531,7 +493,7 @@ async fn wrong_credentials_leave_the_host_up_but_unready_naming_the_endpoint() {
         topic = unique("mh-test"),
     ))
     .await;
-    let unready = await_ready(&t, 503, Duration::from_secs(10)).await;
+    let unready = t.await_ready(503, Duration::from_secs(10)).await;
     let problems = unready.json()["problems"].to_string();
     let auth = auth_url().trim_start_matches("mqtt://").to_owned();
     assert!(problems.contains(&format!("wrong: not connected to mqtt://{USER}@{auth}")), "{problems}");
@@ -562,7 +524,7 @@ async fn an_invalid_topic_and_an_oversized_payload_are_refused_by_name_and_fail_
     let _broker = BROKER.read().await;
     let prefix = unique("mh-test");
     let mut seen = subscriber(&format!("{prefix}/#"), None).await;
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -631,7 +593,7 @@ async fn an_invalid_topic_and_an_oversized_payload_are_refused_by_name_and_fail_
 async fn a_record_the_adapter_refuses_fails_alone_and_is_not_redelivered() {
     let _broker = BROKER.read().await;
     let prefix = unique("mh-test");
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.events]
         type = "sse"
@@ -705,7 +667,7 @@ async fn two_instances_broadcast_to_both_or_share_one_stream() {
     };
     let client = publisher().await;
 
-    let (a, b) = (start(&config("broadcast")).await, start(&config("broadcast")).await);
+    let (a, b) = (start_instance(&config("broadcast")).await, start_instance(&config("broadcast")).await);
     ready(&a).await;
     ready(&b).await;
     for i in 0..10 {
@@ -718,7 +680,7 @@ async fn two_instances_broadcast_to_both_or_share_one_stream() {
     b.host.shutdown().await;
 
     let shared = config("shared");
-    let (a, b) = (start(&shared).await, start(&shared).await);
+    let (a, b) = (start_instance(&shared).await, start_instance(&shared).await);
     ready(&a).await;
     ready(&b).await;
     for i in 0..40 {
@@ -743,36 +705,13 @@ async fn two_instances_broadcast_to_both_or_share_one_stream() {
     b.host.shutdown().await;
 }
 
-/// Runs `scripts/brokers.sh <command> mosquitto`, panicking with its output on failure.
-fn brokers(command: &str) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/brokers.sh");
-    let output = Command::new("bash").arg(script).args([command, "mosquitto"]).output().expect("brokers.sh runs");
-    assert!(
-        output.status.success(),
-        "brokers.sh {command} mosquitto failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Starts the broker again however the restart test ends.
-struct BrokerBackUp;
-
-impl Drop for BrokerBackUp {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            brokers("up");
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_acknowledged_ones() {
     let _broker = BROKER.write().await;
     let prefix = unique("mh-test");
     // A persistent session: what is published while it is away waits for it.
     let mut seen = subscriber(&format!("{prefix}/#"), Some(600)).await;
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -827,12 +766,12 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_acknowled
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let guard = BrokerBackUp;
-    tokio::task::spawn_blocking(|| brokers("down")).await.expect("down");
+    let guard = BrokerBackUp("mosquitto");
+    tokio::task::spawn_blocking(|| broker_script("down", "mosquitto")).await.expect("down");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    tokio::task::spawn_blocking(|| brokers("up")).await.expect("up");
+    tokio::task::spawn_blocking(|| broker_script("up", "mosquitto")).await.expect("up");
     drop(guard);
-    let back = await_ready(&t, 200, Duration::from_secs(15)).await;
+    let back = t.await_ready(200, Duration::from_secs(15)).await;
     assert_eq!(back.status, 200, "ready again without a restart of the host: {}", back.text());
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();
@@ -1039,7 +978,7 @@ async fn a_broker_that_does_not_acknowledge_in_time_gets_posts_answered_504() {
     let _broker = BROKER.write().await;
     let prefix = unique("mh-test");
     let mut seen = subscriber(&format!("{prefix}/#"), None).await;
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -1143,7 +1082,7 @@ async fn tls_connects_with_the_test_ca_and_an_unknown_issuer_is_named() {
     let ca = std::env::var("MEDIATION_MQTT_CA").unwrap_or_else(|_| format!("{}/tls/ca.pem", mosquitto_dir()));
     assert!(std::path::Path::new(&ca).is_file(), "{ca} is missing; `scripts/brokers.sh up mosquitto` makes it");
     let mut seen = subscriber(&format!("{prefix}/#"), None).await;
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.secure]
         type = "http_post"

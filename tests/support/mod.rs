@@ -109,23 +109,6 @@ impl TestHost {
         request(self.listen(), "GET", path, headers, Bytes::new()).await
     }
 
-    /// `/readyz` once it answers `status`, or its last answer after [`WAIT`].
-    pub async fn await_readyz(&self, status: u16) -> Reply {
-        self.await_readyz_within(status, WAIT).await
-    }
-
-    /// `/readyz` once it answers `status`, or its last answer after `within`.
-    pub async fn await_readyz_within(&self, status: u16, within: Duration) -> Reply {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let reply = self.admin("/readyz").await;
-            if reply.status == status || tokio::time::Instant::now() > deadline {
-                return reply;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     /// Polls `/metrics` until `sample` has the value `expected` and returns that
     /// exposition; panics with the last one after [`WAIT`]. For what the host counts
     /// asynchronously (lifecycle events travel through the bus).
@@ -274,7 +257,13 @@ pub fn unique(prefix: &str) -> String {
 /// Starts a host from `toml` with an instance id of its own (per-instance broker
 /// resources are named after it), no reload polling, and free ports.
 pub async fn start_instance(toml: &str) -> TestHost {
-    TestHost::start_with(&format!("instance_id = \"{}\"\nreload_poll_ms = 0", unique("test")), toml).await
+    start_as(&unique("test"), toml).await
+}
+
+/// Starts a host from `toml` as instance `instance` (a restarted replica keeps its
+/// id), with no reload polling and free ports.
+pub async fn start_as(instance: &str, toml: &str) -> TestHost {
+    TestHost::start_with(&format!("instance_id = \"{instance}\"\nreload_poll_ms = 0"), toml).await
 }
 
 /// The data of the next SSE event (the `retry:` hint and heartbeats skipped).

@@ -58,7 +58,7 @@ impl TlsFiles {
         problems.check(
             !self.is_set() || tls != Some(false),
             path,
-            format!("TLS settings need a `{tls_scheme}://` url"),
+            format!("TLS settings need a TLS url (`{tls_scheme}://`)"),
         );
     }
 

@@ -273,7 +273,7 @@ impl AmqpConfig {
         problems.check(
             self.tls_server_name.is_none() || tls != Some(false),
             format!("{path}.tls_server_name"),
-            "TLS settings need a `amqps://` url",
+            "TLS settings need a TLS url (`amqps://`)",
         );
     }
 

@@ -411,7 +411,7 @@ mod tests {
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, "not a certificate\n").expect("written");
         let fields = format!("url = \"mqtt://h\"\ntls = {{ ca_file = \"{}\" }}", ca.display());
-        assert_eq!(problems(&fields), ["endpoints.m.tls: TLS settings need an `mqtts://` url"]);
+        assert_eq!(problems(&fields), ["endpoints.m.tls: TLS settings need a TLS url (`mqtts://`)"]);
         let config: MqttConfig = toml::from_str(&fields.replace("mqtt://", "mqtts://")).expect("valid");
         let error = config.tls.client_config().expect_err("no certificate in it");
         assert_eq!(error, format!("{} holds no PEM certificate", ca.display()));

@@ -314,7 +314,7 @@ mod tests {
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n...\n").expect("written");
         let fields = format!("url = \"amqp://h\"\ntls = {{ ca_file = \"{}\" }}", ca.display());
-        assert_eq!(problems(&fields), ["endpoints.rmq.tls: TLS settings need an `amqps://` url"]);
+        assert_eq!(problems(&fields), ["endpoints.rmq.tls: TLS settings need a TLS url (`amqps://`)"]);
         let config = parse(&fields.replace("amqp://", "amqps://"));
         let loaded = load_tls(&config.tls).expect("readable");
         assert!(loaded.cert_chain.is_some_and(|pem| pem.starts_with("-----BEGIN CERTIFICATE-----")));
