@@ -71,6 +71,25 @@ impl Batches {
     }
 }
 
+/// A broker endpoint's publishing side: what it does with one mapped batch.
+pub trait Sender {
+    /// Sends `pending` and [`finish`]es every record with its outcome, appending the
+    /// packet lines to `log`.
+    fn send(&mut self, pending: Vec<Pending>, log: &mut Vec<u8>) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs a publishing task until the queue closes (the last stage of shutdown): each
+/// mapped batch goes to `sender`, then the batch's packet lines are written.
+pub async fn publish(ctx: &ComponentContext, adapter: &Adapter, mut batches: Batches, sender: &mut impl Sender) {
+    let mut log = Vec::new();
+    while let Some(pending) = batches.next(ctx, adapter, &mut log).await {
+        if !pending.is_empty() {
+            sender.send(pending, &mut log).await;
+        }
+        ctx.recorder.flush(&mut log);
+    }
+}
+
 /// Records the outcome of sending `pending` and settles its acknowledgement.
 pub fn finish(ctx: &ComponentContext, pending: Pending, result: Result<(), DeliveryError>, log: &mut Vec<u8>) {
     ctx.recorder.finish(pending.record, &pending.route, result, log);

@@ -57,22 +57,14 @@ impl Publisher {
 
     /// Runs until the queue closes (the last stage of shutdown).
     pub(super) async fn run(mut self, queue: TargetReceiver) {
-        let ctx = self.endpoint.ctx.clone();
-        let adapter = self.endpoint.adapter.clone();
-        let config = &self.endpoint.config;
-        let limit = usize::try_from(config.max_message_bytes).unwrap_or(usize::MAX);
-        let mut batches = target::Batches::new(queue, config.max_batch, limit);
-        let mut log = Vec::new();
-        while let Some(pending) = batches.next(&ctx, &adapter, &mut log).await {
-            if !pending.is_empty() {
-                self.send(pending, &mut log).await;
-            }
-            ctx.recorder.flush(&mut log);
-        }
+        let endpoint = Arc::clone(&self.endpoint);
+        let limit = usize::try_from(endpoint.config.max_message_bytes).unwrap_or(usize::MAX);
+        let batches = target::Batches::new(queue, endpoint.config.max_batch, limit);
+        target::publish(&endpoint.ctx, &endpoint.adapter, batches, &mut self).await;
     }
 
     /// Sends every record, then awaits all outcomes together and records each one.
-    async fn send(&mut self, pending: Vec<Pending>, log: &mut Vec<u8>) {
+    async fn send_batch(&mut self, pending: Vec<Pending>, log: &mut Vec<u8>) {
         let endpoint = Arc::clone(&self.endpoint);
         let ctx = &endpoint.ctx;
         let shared = self.link.borrow().clone();
@@ -295,5 +287,11 @@ impl Endpoint {
                 false,
             ),
         }
+    }
+}
+
+impl target::Sender for Publisher {
+    fn send(&mut self, pending: Vec<Pending>, log: &mut Vec<u8>) -> impl Future<Output = ()> + Send {
+        self.send_batch(pending, log)
     }
 }

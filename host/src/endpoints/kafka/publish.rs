@@ -36,22 +36,16 @@ impl Publisher {
     }
 
     /// Runs until the queue closes (the last stage of shutdown).
-    pub(super) async fn run(self, queue: TargetReceiver) {
-        let (ctx, adapter) = (&self.endpoint.ctx, &self.endpoint.adapter);
-        let limit = usize::try_from(self.endpoint.max_message_bytes).unwrap_or(usize::MAX);
-        let mut batches = target::Batches::new(queue, self.endpoint.config.max_batch, limit);
-        let mut log = Vec::new();
-        while let Some(pending) = batches.next(ctx, adapter, &mut log).await {
-            if !pending.is_empty() {
-                self.send(pending, &mut log).await;
-            }
-            ctx.recorder.flush(&mut log);
-        }
+    pub(super) async fn run(mut self, queue: TargetReceiver) {
+        let endpoint = Arc::clone(&self.endpoint);
+        let limit = usize::try_from(endpoint.max_message_bytes).unwrap_or(usize::MAX);
+        let batches = target::Batches::new(queue, endpoint.config.max_batch, limit);
+        target::publish(&endpoint.ctx, &endpoint.adapter, batches, &mut self).await;
     }
 
     /// Produces every record, then awaits all delivery reports together and records each
     /// outcome.
-    async fn send(&self, pending: Vec<Pending>, log: &mut Vec<u8>) {
+    async fn send_batch(&self, pending: Vec<Pending>, log: &mut Vec<u8>) {
         let ctx = &self.endpoint.ctx;
         if self.endpoint.health.is_down() {
             // Fail fast: a client waiting on a broker that is down should hear so now.
@@ -166,5 +160,11 @@ fn failed(target: String, topic: &str, error: &KafkaError, timeout_ms: u128) -> 
             | RDKafkaErrorCode::SaslAuthenticationFailed,
         ) => DeliveryError::Unavailable { target, message: format!("topic `{topic}`: {error}") },
         _ => DeliveryError::Target { target, message: format!("topic `{topic}`: {error}") },
+    }
+}
+
+impl target::Sender for Publisher {
+    fn send(&mut self, pending: Vec<Pending>, log: &mut Vec<u8>) -> impl Future<Output = ()> + Send {
+        self.send_batch(pending, log)
     }
 }

@@ -267,7 +267,9 @@ impl Endpoint {
 
     /// Connects and waits for CONNACK; when `consume`, subscribes and waits for SUBACK.
     async fn open(&self, consume: bool) -> Result<Opened, String> {
-        let (client, mut eventloop) = AsyncClient::new(self.options(), 16);
+        // The publisher hands a whole batch to the client before awaiting the answers:
+        // its request queue must hold a batch, or publishes beyond it are refused.
+        let (client, mut eventloop) = AsyncClient::new(self.options(), self.config.max_batch.max(16));
         let connack = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(connack))) => connack,
             Ok(other) => return Err(format!("expected CONNACK, got {other:?}")),

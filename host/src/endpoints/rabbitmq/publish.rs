@@ -32,22 +32,16 @@ impl Publisher {
     }
 
     /// Runs until the queue closes (the last stage of shutdown).
-    pub(super) async fn run(self, queue: TargetReceiver) {
-        let (ctx, adapter) = (&self.endpoint.ctx, &self.endpoint.adapter);
-        let config = &self.endpoint.config;
-        let mut batches = target::Batches::new(queue, config.max_batch, config.max_message_bytes);
-        let mut log = Vec::new();
-        while let Some(pending) = batches.next(ctx, adapter, &mut log).await {
-            if !pending.is_empty() {
-                self.send(pending, &mut log).await;
-            }
-            ctx.recorder.flush(&mut log);
-        }
+    pub(super) async fn run(mut self, queue: TargetReceiver) {
+        let endpoint = Arc::clone(&self.endpoint);
+        let config = &endpoint.config;
+        let batches = target::Batches::new(queue, config.max_batch, config.max_message_bytes);
+        target::publish(&endpoint.ctx, &endpoint.adapter, batches, &mut self).await;
     }
 
     /// Publishes every record, then awaits all confirms together and records each
     /// outcome.
-    async fn send(&self, pending: Vec<Pending>, log: &mut Vec<u8>) {
+    async fn send_batch(&self, pending: Vec<Pending>, log: &mut Vec<u8>) {
         let ctx = &self.endpoint.ctx;
         let session = self.link.borrow().clone();
         let Some(session) = session else {
@@ -143,5 +137,11 @@ impl Publisher {
     /// The endpoint's name, as errors name the target.
     fn target(&self) -> String {
         self.endpoint.ctx.name.to_string()
+    }
+}
+
+impl target::Sender for Publisher {
+    fn send(&mut self, pending: Vec<Pending>, log: &mut Vec<u8>) -> impl Future<Output = ()> + Send {
+        self.send_batch(pending, log)
     }
 }
