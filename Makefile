@@ -33,7 +33,7 @@ unit: setup brokers
 
 ## The real brokers the broker tests run against (docs/brokers.md); seconds when warm.
 brokers:
-	bash scripts/brokers.sh up rabbitmq
+	bash scripts/brokers.sh up rabbitmq mosquitto kafka artemis
 
 ## Headless Chromium against the real binary (installs Debian's chromium when missing).
 browser: build

@@ -131,6 +131,8 @@ impl Host {
             let (sender, task) = match endpoint {
                 EndpointConfig::Memory(c) => endpoints::memory::spawn(ctx, c)?,
                 EndpointConfig::RabbitMq(c) => endpoints::rabbitmq::spawn(ctx, c)?,
+                EndpointConfig::Mqtt(c) => endpoints::mqtt::spawn(ctx, c)?,
+                EndpointConfig::Amqp(c) => endpoints::amqp::spawn(ctx, c)?,
             };
             targets_by_id[id.0 as usize] = Some(sender);
             targets.spawn(async move {

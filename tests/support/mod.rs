@@ -97,6 +97,23 @@ impl TestHost {
         request(self.listen(), "GET", path, headers, Bytes::new()).await
     }
 
+    /// `/readyz` once it answers `status`, or its last answer after [`WAIT`].
+    pub async fn await_readyz(&self, status: u16) -> Reply {
+        self.await_readyz_within(status, WAIT).await
+    }
+
+    /// `/readyz` once it answers `status`, or its last answer after `within`.
+    pub async fn await_readyz_within(&self, status: u16, within: Duration) -> Reply {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let reply = self.admin("/readyz").await;
+            if reply.status == status || tokio::time::Instant::now() > deadline {
+                return reply;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Polls `/metrics` until `sample` has the value `expected` and returns that
     /// exposition; panics with the last one after [`WAIT`]. For what the host counts
     /// asynchronously (lifecycle events travel through the bus).

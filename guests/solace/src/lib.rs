@@ -63,8 +63,8 @@
 //! output keeps the input's flags (binary unless a rule above sets it, ack requested),
 //! sequence and client id: the host tracks items by them.
 
-pub use mediation_adapter_sdk::solace::{SubscriptionError, solace_subscription_to_mqtt, solace_topic_matches};
 use mediation_adapter_sdk::solace as topic;
+pub use mediation_adapter_sdk::solace::{SubscriptionError, solace_subscription_to_mqtt, solace_topic_matches};
 
 use mediation_adapter_sdk::amqp::{self, AddressKind, Addressing};
 use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Role, Settings};

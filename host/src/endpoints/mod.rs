@@ -1,8 +1,10 @@
 //! Broker-facing components. Each endpoint type lives in its own folder and is
 //! selected by one variant of [`EndpointConfig`].
 
+pub mod amqp;
 pub mod link;
 pub mod memory;
+pub mod mqtt;
 pub mod rabbitmq;
 pub mod source;
 pub mod target;
@@ -11,6 +13,19 @@ use serde::Deserialize;
 
 use crate::adapter::AdapterSource;
 use crate::config::{Component, Problems};
+
+/// How the replicas of a host (instances with the same configuration) consume a
+/// broker endpoint. Each endpoint documents how its broker does it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsumerMode {
+    /// Every instance gets every message and serves it to its own clients: what a
+    /// client sees does not depend on which replica it reached.
+    #[default]
+    Broadcast,
+    /// The instances compete: each message reaches one of them.
+    Shared,
+}
 
 /// `[endpoints.<name>]`, selected by `type`.
 #[derive(Debug, Clone, Deserialize)]
@@ -21,6 +36,12 @@ pub enum EndpointConfig {
     /// RabbitMQ (AMQP 0-9-1): publishing with confirms, consuming with manual acks.
     #[serde(rename = "rabbitmq")]
     RabbitMq(Box<rabbitmq::RabbitMqConfig>),
+    /// MQTT 5: publishing confirmed by PUBACK/PUBCOMP, subscribing with manual acks.
+    Mqtt(Box<mqtt::MqttConfig>),
+    /// AMQP 1.0, e.g. JMS brokers such as ActiveMQ Artemis: unsettled sends that succeed
+    /// on `accepted`, receivers with link credit. `type = "jms"` is an alias.
+    #[serde(rename = "amqp", alias = "jms")]
+    Amqp(Box<amqp::AmqpConfig>),
 }
 
 impl EndpointConfig {
@@ -29,6 +50,8 @@ impl EndpointConfig {
         match self {
             Self::Memory(c) => c.adapter.as_mut(),
             Self::RabbitMq(c) => Some(&mut c.adapter),
+            Self::Mqtt(c) => Some(&mut c.adapter),
+            Self::Amqp(c) => Some(&mut c.adapter),
         }
     }
 }
@@ -38,6 +61,8 @@ impl Component for EndpointConfig {
         match self {
             Self::Memory(_) => "memory",
             Self::RabbitMq(_) => "rabbitmq",
+            Self::Mqtt(_) => "mqtt",
+            Self::Amqp(_) => "amqp",
         }
     }
 
@@ -45,6 +70,8 @@ impl Component for EndpointConfig {
         match self {
             Self::Memory(c) => c.adapter.as_ref(),
             Self::RabbitMq(c) => Some(&c.adapter),
+            Self::Mqtt(c) => Some(&c.adapter),
+            Self::Amqp(c) => Some(&c.adapter),
         }
     }
 
@@ -52,6 +79,8 @@ impl Component for EndpointConfig {
         match self {
             Self::Memory(c) => c.validate(path, problems),
             Self::RabbitMq(c) => c.validate(path, problems),
+            Self::Mqtt(c) => c.validate(path, problems),
+            Self::Amqp(c) => c.validate(path, problems),
         }
     }
 }

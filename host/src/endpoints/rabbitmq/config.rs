@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::adapter::AdapterSource;
 use crate::config::{Problems, Secret, redact_url};
+use crate::endpoints::ConsumerMode;
 
 /// The longest AMQP 0-9-1 short string (exchange, queue and routing key names).
 const MAX_SHORT_STRING: usize = 255;
@@ -57,8 +58,11 @@ pub struct RabbitMqConfig {
     /// How long one attempt to connect and declare the topology may take.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
-    /// How this host consumes when routes leave the endpoint: `broadcast` (every
-    /// replica gets every message) or `shared` (replicas compete for one queue).
+    /// How this host consumes when routes leave the endpoint: `broadcast` (an
+    /// exclusive, auto-delete queue per host instance, bound to `bind_exchange`;
+    /// messages published while an instance is disconnected are not kept for it) or
+    /// `shared` (the durable queue `queue`, consumed competitively; messages wait in it
+    /// while no instance is connected).
     #[serde(default)]
     pub consumer: ConsumerMode,
     /// The exchange the consumed queue is bound to. Required to consume in `broadcast`
@@ -79,20 +83,6 @@ pub struct RabbitMqConfig {
     /// Certificates for `amqps://` URLs.
     #[serde(default)]
     pub tls: TlsConfig,
-}
-
-/// How a replica consumes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsumerMode {
-    /// An exclusive, auto-delete queue per host instance, bound to `bind_exchange`:
-    /// every replica serves every message to its own clients. Messages published while
-    /// a replica is disconnected are not kept for it.
-    #[default]
-    Broadcast,
-    /// The durable queue `queue`, consumed competitively: each message reaches one
-    /// replica, and waits in the queue while none is connected.
-    Shared,
 }
 
 /// `tls = { ... }`: certificates for `amqps://`. The server's certificate is checked

@@ -42,9 +42,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use config::{ConsumerMode, RabbitMqConfig, TlsConfig, parse_url};
+pub use config::{RabbitMqConfig, TlsConfig, parse_url};
 
 use crate::adapter::{self, Adapter};
+use crate::endpoints::ConsumerMode;
 use crate::endpoints::link::{Backoff, Health};
 use crate::host::{ComponentContext, StartError};
 use crate::pipeline::TargetSender;

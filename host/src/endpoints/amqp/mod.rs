@@ -1,0 +1,425 @@
+//! The `amqp` endpoint: AMQP 1.0, e.g. JMS brokers such as ActiveMQ Artemis, through
+//! `fe2o3-amqp`. `type = "jms"` is an alias.
+//!
+//! As a **target** it drains its queue in batches, maps each batch through its adapter
+//! (by default `builtin:jms`, which writes the JMS annotations) and sends each record on
+//! the sender link of its address (one link per address, cached for the connection).
+//! Sends are unsettled: an event succeeds only on the broker's `accepted` outcome;
+//! `rejected`, `released` and `modified` fail it naming the address and the broker's
+//! error, no outcome in time fails it as a timeout (HTTP 504), and while the broker is
+//! unreachable deliveries fail at once as *unavailable* (HTTP 503). `delivery =
+//! "settled"` sends pre-settled instead (at most once).
+//!
+//! As a **source**, only while routes leave the endpoint, it attaches one receiver per
+//! configured queue and topic with link credit `prefetch` (see `receive.rs`): a message
+//! is accepted only after every target accepted its event, released (redelivered) when
+//! one did not, and rejected when the adapter refused it.
+//!
+//! One supervisor task owns the connection. It connects (TCP, TLS, SASL), begins a
+//! session for sending and, when consuming, one for the receivers; then it reports the
+//! endpoint ready. When anything breaks it reports why on `/readyz`, drops the
+//! connection and builds everything again, with exponential backoff (see [`Backoff`]).
+
+mod config;
+mod message;
+mod publish;
+mod receive;
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use fe2o3_amqp::connection::ConnectionHandle;
+use fe2o3_amqp::link::receiver::CreditMode;
+use fe2o3_amqp::sasl_profile::SaslProfile;
+use fe2o3_amqp::session::SessionHandle;
+use fe2o3_amqp::types::definitions::{self, ErrorCondition};
+use fe2o3_amqp::types::messaging::{Source, Target, TerminusDurability, TerminusExpiryPolicy};
+use fe2o3_amqp::types::primitives::{Array, Symbol};
+use fe2o3_amqp::{Connection, Receiver, Session};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use config::{AmqpConfig, ConsumerMode, DeliveryMode, TlsConfig, parse_url};
+
+use crate::adapter::{self, Adapter};
+use crate::endpoints::link::{Backoff, Health};
+use crate::host::{ComponentContext, StartError};
+use crate::pipeline::TargetSender;
+
+/// How often a connected session checks whether routes from the endpoint changed.
+const ROUTES_TICK: Duration = Duration::from_millis(200);
+/// How long detaching a receiver or closing the connection may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The largest AMQP frame the host accepts; larger messages span several frames.
+const MAX_FRAME_BYTES: u32 = 256 * 1024;
+
+/// What the supervisor, the publisher and the receivers share.
+struct Endpoint {
+    /// Everything a component needs from the host.
+    ctx: ComponentContext,
+    /// The endpoint's settings.
+    config: AmqpConfig,
+    /// The broker address with the password redacted: the only form logged.
+    url: String,
+    /// Where and how to connect, credentials included; never printed.
+    broker: config::Broker,
+    /// The mapping, both directions.
+    adapter: Adapter,
+    /// Whether it is connected, and why not.
+    health: Health,
+    /// The container id: the broker's JMS client id, stable per host instance.
+    container_id: String,
+    /// The name of topic subscriptions.
+    subscription: String,
+    /// The ordering key base of everything consumed: one address keeps one order.
+    ordering_seed: u64,
+}
+
+/// What the publisher takes from one connection.
+struct Shared {
+    /// The sending session, taken by the publisher once.
+    session: Mutex<Option<SessionHandle<()>>>,
+    /// Woken when a send finds the connection broken, so the supervisor acts at once.
+    broken: Notify,
+}
+
+/// One open connection and what was attached on it.
+struct Opened {
+    /// The connection; dropping it ends everything on it.
+    connection: ConnectionHandle<()>,
+    /// The receiving session, kept while its receivers run.
+    receiving: Option<SessionHandle<()>>,
+    /// One receiver per consumed address, with the address.
+    receivers: Vec<(Receiver, String)>,
+    /// Shared with the publisher.
+    shared: Arc<Shared>,
+}
+
+/// How a served connection ended.
+enum Ended {
+    /// The host is stopping.
+    Stop,
+    /// The connection or a link broke, for this reason.
+    Broken(String),
+    /// Routes from the endpoint appeared or went: receiving starts or stops.
+    RoutesChanged,
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    /// A step of connecting or attaching failed.
+    #[error("{step}: {message}")]
+    Broker {
+        /// What was being done.
+        step: String,
+        /// The client library's error, or the broker's condition and description.
+        message: String,
+    },
+    /// The attempt took longer than `connect_timeout_ms`.
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+}
+
+/// Attaches the step to an error.
+fn step<E: std::fmt::Display>(what: impl Into<String>) -> impl FnOnce(E) -> OpenError {
+    let step = what.into();
+    move |e| OpenError::Broker { step, message: e.to_string() }
+}
+
+/// Loads the adapter, starts the supervisor and the publishing task.
+///
+/// # Errors
+/// When the adapter cannot be loaded, the URL or the TLS files are bad, or routes
+/// leave the endpoint but it has no queue or topic to consume.
+pub fn spawn(ctx: ComponentContext, config: &AmqpConfig) -> Result<(TargetSender, JoinHandle<()>), StartError> {
+    let name = ctx.name.to_string();
+    let invalid = |message: String| StartError::Runtime(format!("endpoints.{name}: {message}"));
+    let adapter = ctx.adapters.load(&ctx.name, &config.adapter, adapter::Role::Endpoint, &config.adapter_settings())?;
+    ctx.readiness.watch_adapter(adapter.clone());
+    let broker = config.broker().map_err(&invalid)?;
+    let routed = !ctx.routes.snapshot().from_source(ctx.id).is_empty();
+    if routed && config.queues.is_empty() && config.topics.is_empty() {
+        return Err(invalid(String::from(
+            "routes leave this endpoint, so it consumes, but it has nothing to consume: set `queues` or `topics`",
+        )));
+    }
+    let url = config.display_url();
+    let container_id = config
+        .container_id
+        .clone()
+        .unwrap_or_else(|| format!("mediation-host.{}.{}", ctx.host.instance_id(), ctx.name));
+    let subscription = config.subscription.clone().unwrap_or_else(|| name.clone());
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&*ctx.name, &container_id).hash(&mut hasher);
+    let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity);
+    let endpoint = Arc::new(Endpoint {
+        ordering_seed: hasher.finish(),
+        health: Health::connecting(Arc::clone(&ctx.name), Arc::clone(&ctx.readiness), format!("connecting to {url}")),
+        ctx,
+        config: config.clone(),
+        url,
+        broker,
+        adapter,
+        container_id,
+        subscription,
+    });
+    let task = async move {
+        let (link, watching) = watch::channel(None);
+        let stop = CancellationToken::new();
+        let supervisor = tokio::spawn(Arc::clone(&endpoint).supervise(link, stop.clone()).in_current_span());
+        // The queue closes in the last shutdown stage, after the bus drained; the
+        // connection stays up until then so that drained deliveries are sent.
+        publish::Publisher::new(Arc::clone(&endpoint), watching).run(rx).await;
+        stop.cancel();
+        if let Err(e) = supervisor.await {
+            tracing::error!(endpoint = %endpoint.ctx.name, error = %e, "amqp supervisor failed");
+        }
+    };
+    let span =
+        tracing::info_span!("endpoint", component_kind = "endpoint", component_type = "amqp", component_id = %name);
+    Ok((tx, tokio::spawn(task.instrument(span))))
+}
+
+impl Endpoint {
+    /// True when the endpoint should receive: routes leave it, it has addresses to
+    /// consume, and the host is not stopping its sources.
+    fn wants_receivers(&self) -> bool {
+        let can = !self.config.queues.is_empty() || !self.config.topics.is_empty();
+        can && !self.ctx.shutdown.sources.is_cancelled()
+            && !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty()
+    }
+
+    /// Connects, serves, and reconnects until `stop`. `link` carries the live
+    /// connection's sending session to the publisher.
+    async fn supervise(self: Arc<Self>, link: watch::Sender<Option<Arc<Shared>>>, stop: CancellationToken) {
+        let mut backoff = Backoff::default();
+        let mut connected_before = false;
+        while !stop.is_cancelled() {
+            let receive = self.wants_receivers();
+            let timeout = Duration::from_millis(self.config.connect_timeout_ms);
+            let attempt = tokio::select! {
+                attempt = tokio::time::timeout(timeout, self.open(receive)) => attempt,
+                () = stop.cancelled() => return,
+            };
+            match attempt.unwrap_or(Err(OpenError::Timeout(self.config.connect_timeout_ms))) {
+                Ok(opened) => {
+                    if connected_before && let Some(stats) = self.ctx.recorder.stats(self.ctx.id) {
+                        stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    connected_before = true;
+                    backoff.reset();
+                    self.health.report(None);
+                    let receivers = opened.receivers.len();
+                    tracing::info!(url = %self.url, receivers, "connected to the AMQP 1.0 broker");
+                    link.send_replace(Some(Arc::clone(&opened.shared)));
+                    let Opened { mut connection, receiving, receivers, shared } = opened;
+                    let ended = self.serve(&mut connection, receivers, &shared, &stop).await;
+                    link.send_replace(None);
+                    drop(receiving);
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close()).await;
+                    match ended {
+                        Ended::Stop => return,
+                        Ended::RoutesChanged => {
+                            tracing::info!("routes from the endpoint changed; reconnecting to start or stop receiving");
+                            self.health.report(Some(format!("reconnecting to {}: routes changed", self.url)));
+                            continue;
+                        }
+                        Ended::Broken(reason) => {
+                            let reason = format!("lost the connection to {}: {reason}", self.url);
+                            tracing::warn!(reason = %reason, "AMQP connection broke; reconnecting");
+                            self.health.report(Some(reason));
+                        }
+                    }
+                }
+                Err(e) => self.health.attempt_failed(&self.url, &e.to_string(), backoff.pause()),
+            }
+            if !backoff.wait(&stop).await {
+                return;
+            }
+        }
+    }
+
+    /// Connects, begins the sending session and, when `receive`, attaches the receivers.
+    async fn open(&self, receive: bool) -> Result<Opened, OpenError> {
+        let broker = &self.broker;
+        let tcp = tokio::net::TcpStream::connect((broker.host.as_str(), broker.port))
+            .await
+            .map_err(step(format!("connecting to {}:{}", broker.host, broker.port)))?;
+        // Small frames (dispositions, flow) should not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+        let profile = match &broker.login {
+            Some((username, password)) => {
+                SaslProfile::Plain { username: username.clone(), password: password.expose().to_owned() }
+            }
+            None => SaslProfile::Anonymous,
+        };
+        let hostname = self.config.virtual_host.as_deref().unwrap_or(&broker.host);
+        let mut builder = Connection::builder()
+            .container_id(self.container_id.clone())
+            .scheme("amqp")
+            .hostname(hostname)
+            .sasl_hostname(broker.host.as_str())
+            .max_frame_size(MAX_FRAME_BYTES)
+            .sasl_profile(profile);
+        if self.config.idle_timeout_ms > 0 {
+            builder = builder.idle_time_out(self.config.idle_timeout_ms);
+        }
+        let mut connection = match &broker.tls {
+            Some((connector, server)) => {
+                let stream =
+                    connector.connect(server.clone(), tcp).await.map_err(step("the TLS handshake with the broker"))?;
+                builder.open_with_stream(stream).await
+            }
+            None => builder.open_with_stream(tcp).await,
+        }
+        .map_err(|e| OpenError::Broker {
+            step: String::from("opening the AMQP connection"),
+            message: open_error(&e),
+        })?;
+        let sending = Session::begin(&mut connection).await.map_err(step("beginning the sending session"))?;
+        let shared = Arc::new(Shared { session: Mutex::new(Some(sending)), broken: Notify::new() });
+        if !receive {
+            return Ok(Opened { connection, receiving: None, receivers: Vec::new(), shared });
+        }
+        let mut session = Session::begin(&mut connection).await.map_err(step("beginning the receiving session"))?;
+        let mut receivers = Vec::new();
+        let topics = self.config.topics.len();
+        for (address, topic) in self.config.sources() {
+            let receiver = self.attach(&mut session, &address, topic, topics).await?;
+            receivers.push((receiver, address));
+        }
+        Ok(Opened { connection, receiving: Some(session), receivers, shared })
+    }
+
+    /// Attaches the receiver of `address`. A topic gets a subscription: durable when
+    /// `durable_subscription`, shared by all instances in `shared` mode.
+    async fn attach(
+        &self,
+        session: &mut SessionHandle<()>,
+        address: &str,
+        topic: bool,
+        topics: usize,
+    ) -> Result<Receiver, OpenError> {
+        let mut source = Source::builder().address(address.to_owned());
+        let name = if topic {
+            let mut capabilities = vec![Symbol::from("topic")];
+            if self.config.consumer == ConsumerMode::Shared {
+                // Artemis (and Qpid JMS) name a `shared` + `global` subscription after
+                // the link alone, so instances with different container ids share it.
+                capabilities.extend([Symbol::from("shared"), Symbol::from("global")]);
+            }
+            source = source.capabilities(Array::from(capabilities));
+            if self.config.durable_subscription {
+                source = source.durable(TerminusDurability::UnsettledState).expiry_policy(TerminusExpiryPolicy::Never);
+            }
+            if topics == 1 { self.subscription.clone() } else { format!("{}.{address}", self.subscription) }
+        } else {
+            format!("{}.{address}", self.container_id)
+        };
+        Receiver::builder()
+            .name(name)
+            .source(source.build())
+            .target(Target::builder().build())
+            .auto_accept(false)
+            .credit_mode(CreditMode::Auto(self.config.prefetch))
+            .max_message_size(self.config.max_message_bytes)
+            .attach(session)
+            .await
+            .map_err(|e| OpenError::Broker {
+                step: format!("attaching a receiver to `{address}`"),
+                message: attach_error(&e.to_string()),
+            })
+    }
+
+    /// Serves the connection (the publisher sends on it; the receivers run here) until
+    /// it breaks, the routes change whether it should receive, or `stop`.
+    async fn serve(
+        self: &Arc<Self>,
+        connection: &mut ConnectionHandle<()>,
+        receivers: Vec<(Receiver, String)>,
+        shared: &Shared,
+        stop: &CancellationToken,
+    ) -> Ended {
+        let receiving = !receivers.is_empty();
+        let mut running: FuturesUnordered<_> = receivers
+            .into_iter()
+            .map(|(receiver, address)| {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                (self.ordering_seed, &address).hash(&mut hasher);
+                receive::Consumer::new(Arc::clone(self), address, hasher.finish()).run(receiver)
+            })
+            .collect();
+        let mut tick = tokio::time::interval(ROUTES_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return Ended::Stop,
+                Some(end) = running.next() => return match end {
+                    receive::End::Broken(reason) => Ended::Broken(reason),
+                    receive::End::RoutesGone => Ended::RoutesChanged,
+                },
+                closed = connection.on_close() => {
+                    let reason = match closed {
+                        Ok(()) => String::from("the broker closed the connection"),
+                        Err(e) => connection_error(&e.to_string()),
+                    };
+                    return Ended::Broken(reason);
+                }
+                () = shared.broken.notified() => return Ended::Broken(String::from("a send found the connection broken")),
+                _ = tick.tick() => {}
+            }
+            if !self.ctx.shutdown.sources.is_cancelled() && self.wants_receivers() != receiving {
+                return Ended::RoutesChanged;
+            }
+        }
+    }
+}
+
+/// The broker's error as `condition: description`.
+fn describe(error: &definitions::Error) -> String {
+    let condition = match &error.condition {
+        ErrorCondition::AmqpError(e) => Symbol::from(e).0,
+        ErrorCondition::ConnectionError(e) => Symbol::from(e).0,
+        ErrorCondition::SessionError(e) => Symbol::from(e).0,
+        ErrorCondition::LinkError(e) => Symbol::from(e).0,
+        ErrorCondition::Custom(s) => s.0.clone(),
+    };
+    match &error.description {
+        Some(description) => format!("{condition}: {description}"),
+        None => condition,
+    }
+}
+
+/// An attach error as the broker gave it: the library prints the broker's error as a
+/// debug structure, which is shortened to its condition and description.
+fn attach_error(text: &str) -> String {
+    connection_error(text)
+}
+
+/// Shortens the library's debug rendering of a broker error (`Error { condition:
+/// AmqpError(NotFound), description: Some("...") }`) to its readable parts.
+fn connection_error(text: &str) -> String {
+    text.replace("Some(\"", "\"").replace("\"), info: None", "\"").replace(", info: None", "")
+}
+
+/// An open error, with SASL failures said in words.
+fn open_error(error: &fe2o3_amqp::connection::OpenError) -> String {
+    match error {
+        fe2o3_amqp::connection::OpenError::SaslError { code, .. } => {
+            format!("SASL authentication failed ({code:?}): wrong username or password")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Locks `mutex`, whose data stays valid even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

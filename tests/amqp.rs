@@ -1,0 +1,868 @@
+//! The `amqp` endpoint (AMQP 1.0, JMS brokers) against the real ActiveMQ Artemis that
+//! `scripts/brokers.sh up artemis` starts. The address comes from
+//! `MEDIATION_ARTEMIS_URL` (default `amqp://mediation:mediation-secret@127.0.0.1:5673`).
+//! A broker that cannot be reached fails the tests, in CI and out of it: they never skip.
+//!
+//! The broker's own side is played by a real AMQP 1.0 client (fe2o3-amqp, as Qpid JMS
+//! would: the JMS annotations are checked on what it receives). Every test uses its own
+//! queue, topic and subscription names. The restart test holds [`BROKER`] exclusively;
+//! the others share it. Addresses under `mh-strict.` are never auto-created (brokers.sh
+//! configures Artemis so), for the tests of a missing address.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fe2o3_amqp::connection::ConnectionHandle;
+use fe2o3_amqp::link::delivery::Delivery;
+use fe2o3_amqp::session::SessionHandle;
+use fe2o3_amqp::types::messaging::annotations::OwnedKey;
+use fe2o3_amqp::types::messaging::{
+    AmqpValue, ApplicationProperties, Batch, Body, Data, Message, MessageId, Outcome, Properties,
+};
+use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Value};
+use fe2o3_amqp::{Connection, Receiver, Sender, Session};
+use futures_util::SinkExt;
+use serde_json::json;
+use support::{SseStream, TestHost, metric, ws_json};
+use tokio::sync::RwLock;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// Shared by tests that need the broker up; held exclusively by the restart test.
+static BROKER: RwLock<()> = RwLock::const_new(());
+
+fn broker_url() -> String {
+    std::env::var("MEDIATION_ARTEMIS_URL")
+        .unwrap_or_else(|_| String::from("amqp://mediation:mediation-secret@127.0.0.1:5673"))
+}
+
+/// A unique name for this test run: `<prefix>-<uuid>`.
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// The broker's own side: a connection and a session of a real AMQP 1.0 client.
+struct Client {
+    connection: ConnectionHandle<()>,
+    session: SessionHandle<()>,
+}
+
+impl Client {
+    async fn connect() -> Self {
+        let url = broker_url();
+        let opened = tokio::time::timeout(
+            Duration::from_secs(10),
+            Connection::builder().container_id(unique("mh-test-client")).open(url.as_str()),
+        )
+        .await
+        .map_err(|_| String::from("no answer in 10 s"))
+        .and_then(|c| c.map_err(|e| e.to_string()));
+        let mut connection = opened.unwrap_or_else(|e| {
+            panic!(
+                "Artemis is not reachable at {} ({e}); start it with `scripts/brokers.sh up artemis` (tests never \
+                 skip a missing broker)",
+                mediation_host::config::redact_url(&url)
+            )
+        });
+        let session = Session::begin(&mut connection).await.expect("a session");
+        Self { connection, session }
+    }
+
+    /// Sends `message` to `address` and expects `accepted`.
+    async fn send(&mut self, address: &str, messages: Vec<Message<Body<Value>>>) {
+        let mut sender = Sender::attach(&mut self.session, unique("mh-test-sender"), address).await.expect("a sender");
+        for message in messages {
+            let outcome = sender.send(message).await.expect("sent");
+            assert!(matches!(outcome, Outcome::Accepted(_)), "{outcome:?}");
+        }
+        sender.close().await.expect("closed");
+    }
+
+    /// Receives (and accepts) messages from `address` until `done` says it has all it
+    /// needs, or nothing more comes for `quiet`.
+    async fn receive_until(
+        &mut self,
+        address: &str,
+        quiet: Duration,
+        done: impl Fn(&[Delivery<Body<Value>>]) -> bool,
+    ) -> Vec<Delivery<Body<Value>>> {
+        let mut receiver =
+            Receiver::attach(&mut self.session, unique("mh-test-receiver"), address).await.expect("a receiver");
+        let mut got = Vec::new();
+        while !done(&got) {
+            match tokio::time::timeout(quiet, receiver.recv::<Body<Value>>()).await {
+                Ok(delivery) => {
+                    let delivery = delivery.expect("a message");
+                    receiver.accept(&delivery).await.expect("accepted");
+                    got.push(delivery);
+                }
+                Err(_) => break,
+            }
+        }
+        receiver.close().await.expect("closed");
+        got
+    }
+
+    /// Receives `n` messages, waiting up to 10 s for each.
+    async fn receive(&mut self, address: &str, n: usize) -> Vec<Delivery<Body<Value>>> {
+        self.receive_until(address, Duration::from_secs(10), |got| got.len() >= n).await
+    }
+
+    async fn close(mut self) {
+        let _ = self.session.end().await;
+        let _ = self.connection.close().await;
+    }
+}
+
+/// A message as a JMS `TextMessage` producer sends it, with an id and properties.
+fn text_message(id: &str, text: &str, properties: &[(&str, &str)]) -> Message<Body<Value>> {
+    let mut message = Message::from(Body::Value(AmqpValue(Value::String(text.to_owned()))));
+    message.properties =
+        Some(Properties { message_id: Some(MessageId::String(id.to_owned())), ..Properties::default() });
+    if !properties.is_empty() {
+        let mut application = ApplicationProperties::default();
+        for (name, value) in properties {
+            application.0.insert((*name).to_owned(), SimpleValue::String((*value).to_owned()));
+        }
+        message.application_properties = Some(application);
+    }
+    message
+}
+
+/// The message's body as bytes: text or data.
+fn body(delivery: &Delivery<Body<Value>>) -> Vec<u8> {
+    match delivery.body() {
+        Body::Value(AmqpValue(Value::String(s))) => s.clone().into_bytes(),
+        Body::Data(sections) => sections.iter().flat_map(|Data(b)| b.to_vec()).collect(),
+        other => panic!("not text or data: {other:?}"),
+    }
+}
+
+fn message_id(delivery: &Delivery<Body<Value>>) -> String {
+    match delivery.message().properties.as_ref().and_then(|p| p.message_id.clone()) {
+        Some(MessageId::String(id)) => id,
+        other => panic!("no string message id: {other:?}"),
+    }
+}
+
+fn annotation(delivery: &Delivery<Body<Value>>, name: &str) -> Option<Value> {
+    delivery.message().message_annotations.as_ref()?.0.get(&OwnedKey::from(name)).cloned()
+}
+
+fn application(delivery: &Delivery<Body<Value>>, name: &str) -> Option<SimpleValue> {
+    delivery.message().application_properties.as_ref()?.0.get(name).cloned()
+}
+
+/// Starts a host from `toml` with an instance id of its own and free ports.
+async fn start(toml: &str) -> TestHost {
+    TestHost::start_with(&format!("instance_id = \"{}\"\nreload_poll_ms = 0", unique("test")), toml).await
+}
+
+/// The `[endpoints.<name>]` table head and connection lines for the test broker.
+fn endpoint(name: &str) -> String {
+    format!("[endpoints.{name}]\ntype = \"amqp\"\nurl = \"{}\"\n", broker_url())
+}
+
+/// The data of the next SSE event (the `retry:` hint and heartbeats skipped).
+async fn next_data(sse: &mut SseStream) -> String {
+    loop {
+        let frame = sse.next_event().await;
+        if !frame.data.is_empty() {
+            return frame.joined();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_is_answered_202_once_accepted_and_a_jms_client_sees_destination_type_and_properties() {
+    let _broker = BROKER.read().await;
+    let queue = unique("mh-test-q");
+    let t = start(&format!(
+        r#"
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+        destination = "{queue}"
+        adapter_settings = {{ forward_headers = "correlation-id,reply-to,jms-type,x-tenant", content_types = "*/*" }}
+
+        {endpoint}
+        [[routes]]
+        source = "ingest"
+        target = "jms"
+        "#,
+        endpoint = endpoint("jms"),
+    ))
+    .await;
+    let ready = t.await_readyz(200).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+
+    let binary: Vec<u8> = (0..=255).collect();
+    let headers = [
+        ("content-type", "application/octet-stream"),
+        ("idempotency-key", "order-0"),
+        ("correlation-id", "corr-0"),
+        ("reply-to", "queue://replies"),
+        ("jms-type", "OrderCreated"),
+        ("x-tenant", "acme"),
+    ];
+    let reply = t.post("/ingest", &headers, binary.clone()).await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    for i in 1..20 {
+        let key = format!("order-{i}");
+        let body = format!("{{\"n\":{i},\"text\":\"grüße\"}}");
+        let reply = t.post("/ingest", &[("content-type", "application/json"), ("idempotency-key", &key)], body).await;
+        assert_eq!(reply.status, 202, "{}", reply.text());
+    }
+
+    let mut client = Client::connect().await;
+    let got = client.receive(&format!("queue://{queue}"), 20).await;
+    assert_eq!(got.len(), 20, "every accepted POST is in the queue");
+    let first = &got[0];
+    assert_eq!(body(first), binary, "bytes arrive exactly");
+    assert!(first.body().is_data(), "bytes travel as a data section (a JMS BytesMessage)");
+    assert_eq!(annotation(first, "x-opt-jms-msg-type"), Some(Value::Byte(3)), "JMSType BytesMessage");
+    assert_eq!(annotation(first, "x-opt-jms-dest"), Some(Value::Byte(0)), "JMSDestination is a queue");
+    let properties = first.message().properties.clone().expect("properties");
+    assert_eq!(
+        properties.message_id,
+        Some(MessageId::String(String::from("order-0"))),
+        "Idempotency-Key → JMSMessageID"
+    );
+    assert_eq!(properties.correlation_id, Some(MessageId::String(String::from("corr-0"))), "JMSCorrelationID");
+    assert_eq!(properties.reply_to.as_deref(), Some("queue://replies"), "JMSReplyTo");
+    assert_eq!(properties.subject.as_deref(), Some("OrderCreated"), "jms-type → subject (JMSType)");
+    assert_eq!(properties.content_type.map(|c| c.0), Some(String::from("application/octet-stream")));
+    assert_eq!(application(first, "x-tenant"), Some(SimpleValue::String(String::from("acme"))), "a JMS property");
+    assert_eq!(application(first, "correlation-id"), None, "a property is not also an application property");
+    assert!(first.message().header.as_ref().is_some_and(|h| h.durable), "PERSISTENT by default");
+    for (i, message) in got.iter().enumerate().skip(1) {
+        assert_eq!(message_id(message), format!("order-{i}"), "in order");
+        assert_eq!(body(message), format!("{{\"n\":{i},\"text\":\"grüße\"}}").into_bytes());
+        assert!(matches!(message.body(), Body::Value(AmqpValue(Value::String(_)))), "text is an amqp-value string");
+        assert_eq!(annotation(message, "x-opt-jms-msg-type"), Some(Value::Byte(5)), "a TextMessage");
+    }
+    let packets = t.packets();
+    assert_eq!(packets.len(), 20);
+    assert!(packets.iter().all(|p| p["outcome"] == "delivered" && p["target"] == "jms"), "{packets:?}");
+    t.host.shutdown().await;
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_come_back_through_a_queue_to_sse_and_http_get_in_order_with_their_properties() {
+    let _broker = BROKER.read().await;
+    let queue = unique("mh-test-q");
+    let t = start(&format!(
+        r#"
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+        destination = "{queue}"
+        adapter_settings = {{ forward_headers = "correlation-id,x-site" }}
+
+        [entrypoints.events]
+        type = "sse"
+        path = "/events"
+
+        [entrypoints.poll]
+        type = "http_get"
+        path = "/poll"
+
+        {endpoint}queues = ["{queue}"]
+
+        [[routes]]
+        source = "ingest"
+        target = "jms"
+
+        [[routes]]
+        source = "jms"
+        target = "events"
+
+        [[routes]]
+        source = "jms"
+        target = "poll"
+        "#,
+        endpoint = endpoint("jms"),
+    ))
+    .await;
+    let ready = t.await_readyz(200).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let mut sse = t.sse("/events", &[]).await.expect("an SSE stream");
+    let payloads = ["temp=21.5 °C", r#"{"temp":22,"unit":"°C"}"#, "", "last"];
+    for (i, payload) in payloads.iter().enumerate() {
+        let id = format!("m-{i}");
+        let headers =
+            [("content-type", "text/plain"), ("idempotency-key", &id), ("correlation-id", "c-7"), ("x-site", "north")];
+        let reply = t.post("/ingest", &headers, payload.to_string()).await;
+        assert_eq!(reply.status, 202, "{}", reply.text());
+    }
+    for payload in payloads {
+        assert_eq!(next_data(&mut sse).await, payload, "the exact payload, in order");
+    }
+    let polled = t.get("/poll?cursor=0", &[]).await.json();
+    let events = polled["events"].as_array().expect("events");
+    assert_eq!(events.len(), 4, "{polled}");
+    let first = &events[0];
+    assert_eq!((&first["id"], &first["topic"]), (&json!("m-0"), &json!(queue)), "{first}");
+    assert_eq!(first["content_type"], "text/plain", "{first}");
+    assert_eq!(first["headers"]["correlation-id"], "c-7", "{first}");
+    assert_eq!(first["headers"]["x-site"], "north", "{first}");
+    assert_eq!(first["headers"]["jms-destination-kind"], "queue", "{first}");
+    assert_eq!(first["headers"]["jms-message-type"], "text", "{first}");
+    let delivered: Vec<_> = t.packets().into_iter().filter(|p| p["route"] == "jms->events").collect();
+    let ids: Vec<_> = delivered.iter().map(|p| p["event_id"].as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(ids, ["m-0", "m-1", "m-2", "m-3"], "the message id is the event id, in order");
+    t.host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_publishes_are_acked_after_the_broker_accepted_and_come_back_to_websocket_clients() {
+    let _broker = BROKER.read().await;
+    let queue = unique("mh-test-q");
+    let t = start(&format!(
+        r#"
+        [entrypoints.ws]
+        type = "websocket"
+        path = "/ws"
+        adapter_settings = {{ protocol = "envelope" }}
+
+        {endpoint}queues = ["{queue}"]
+
+        [[routes]]
+        source = "ws"
+        target = "jms"
+
+        [[routes]]
+        source = "jms"
+        target = "ws"
+        "#,
+        endpoint = endpoint("jms"),
+    ))
+    .await;
+    let ready = t.await_readyz(200).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let mut alice = t.ws("/ws").await;
+    let mut bob = t.ws("/ws").await;
+    let ids = ["w-0", "w-1", "w-2"];
+    for id in ids {
+        let publish =
+            json!({"type": "publish", "topic": queue, "id": id, "data": {"id": id, "text": "hé"}, "ack": true});
+        alice.send(WsMessage::text(publish.to_string())).await.expect("send");
+    }
+    // Alice gets three acks and three messages, in whatever interleaving.
+    let mut acks = Vec::new();
+    let mut alice_saw = Vec::new();
+    while acks.len() < 3 || alice_saw.len() < 3 {
+        let frame = ws_json(&mut alice).await;
+        if frame["type"] == "ack" {
+            assert_eq!(frame["status"], "ok", "{frame}");
+            acks.push(frame["id"].as_str().expect("an id").to_owned());
+        } else {
+            alice_saw.push(frame);
+        }
+    }
+    assert_eq!(acks, ids, "acked in order, each after the broker accepted it");
+    for (i, id) in ids.iter().enumerate() {
+        let frame = ws_json(&mut bob).await;
+        assert_eq!((&frame["type"], &frame["id"], &frame["topic"]), (&json!("message"), &json!(id), &json!(queue)));
+        assert_eq!(frame["data"], json!({"id": id, "text": "hé"}), "the exact JSON, in order");
+        assert_eq!(frame, alice_saw[i], "both clients see the same frames");
+    }
+    t.host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_a_jms_producer_sends_to_a_topic_reach_http_get_with_bytes_and_properties() {
+    let _broker = BROKER.read().await;
+    let topic = unique("mh-test-t");
+    let t = start(&format!(
+        r#"
+        [entrypoints.poll]
+        type = "http_get"
+        path = "/poll"
+
+        {endpoint}topics = ["{topic}"]
+        subscription = "{subscription}"
+        durable_subscription = false
+
+        [[routes]]
+        source = "jms"
+        target = "poll"
+        "#,
+        endpoint = endpoint("jms"),
+        subscription = unique("mh-test-sub"),
+    ))
+    .await;
+    let ready = t.await_readyz(200).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let mut client = Client::connect().await;
+    let mut messages = vec![text_message("p-0", "price=12.5", &[("symbol", "ACME")])];
+    let mut bytes = Message::from(Body::Data(Batch::new(vec![Data(Binary::from(vec![0u8, 1, 0xfe, 0xff]))])));
+    bytes.properties =
+        Some(Properties { message_id: Some(MessageId::String(String::from("p-1"))), ..Properties::default() });
+    messages.push(bytes);
+    messages.push(text_message("p-2", "last", &[]));
+    client.send(&format!("topic://{topic}"), messages).await;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let polled = t.get("/poll?cursor=0", &[]).await.json();
+        let events = polled["events"].as_array().cloned().unwrap_or_default();
+        if events.len() >= 3 || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let ids: Vec<_> = events.iter().map(|e| e["id"].as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(ids, ["p-0", "p-1", "p-2"], "in order: {events:?}");
+    assert_eq!((&events[0]["topic"], &events[0]["data"]), (&json!(topic), &json!("price=12.5")), "{:?}", events[0]);
+    assert_eq!(events[0]["headers"]["symbol"], "ACME", "an application property is a header");
+    assert_eq!(events[0]["headers"]["jms-destination-kind"], "topic");
+    let raw = t.get("/poll?cursor=0&limit=3", &[("accept", "application/x-ndjson")]).await.text();
+    assert!(raw.lines().count() >= 3, "{raw}");
+    let packets = t.packets();
+    assert!(packets.iter().all(|p| p["outcome"] == "delivered"), "{packets:?}");
+    t.host.shutdown().await;
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_adapter_refuses_is_rejected_alone_and_never_redelivered() {
+    let _broker = BROKER.read().await;
+    let queue = unique("mh-test-q");
+    let mut client = Client::connect().await;
+    let mut poison = Message::from(Body::Data(Batch::new(vec![Data(Binary::from(vec![0xffu8, 0xfe]))])));
+    poison.properties =
+        Some(Properties { message_id: Some(MessageId::String(String::from("poison"))), ..Properties::default() });
+    client
+        .send(
+            &format!("queue://{queue}"),
+            vec![text_message("s-1", "first", &[]), poison, text_message("s-2", "second", &[])],
+        )
+        .await;
+    // An SSE client reads text: the SSE adapter refuses a payload that is not UTF-8.
+    let t = start(&format!(
+        r#"
+        [entrypoints.events]
+        type = "sse"
+        path = "/events"
+
+        {endpoint}queues = ["{queue}"]
+
+        [[routes]]
+        source = "jms"
+        target = "events"
+        "#,
+        endpoint = endpoint("jms"),
+    ))
+    .await;
+    let packets = t.await_packets(3).await;
+    let mut outcomes: Vec<_> = packets.iter().map(|p| (p["event_id"].as_str(), p["outcome"].as_str())).collect();
+    outcomes.sort_unstable();
+    assert_eq!(
+        outcomes,
+        [(Some("poison"), Some("adapter_error")), (Some("s-1"), Some("delivered")), (Some("s-2"), Some("delivered"))],
+    );
+    let TestHost { host, packets, dir: _dir } = t;
+    host.shutdown().await;
+    let lines = String::from_utf8(packets.lock().expect("not poisoned").clone()).expect("UTF-8");
+    assert_eq!(lines.lines().count(), 3, "the rejected message did not come back: {lines}");
+    let left =
+        client.receive_until(&format!("queue://{queue}"), Duration::from_millis(500), |got| !got.is_empty()).await;
+    assert!(left.is_empty(), "accepted or rejected, nothing is left or redelivered: {left:?}");
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_address_or_an_oversized_message_fails_naming_it_and_wrong_credentials_leave_the_host_unready() {
+    let _broker = BROKER.read().await;
+    let missing = unique("mh-strict.missing");
+    let queue = unique("mh-test-q");
+    let url = broker_url();
+    let wrong = url.replacen("mediation-secret", "not-the-password", 1);
+    assert_ne!(wrong, url, "MEDIATION_ARTEMIS_URL must carry the password to test a wrong one");
+    let t = start(&format!(
+        r#"
+        [entrypoints.lost]
+        type = "http_post"
+        path = "/lost"
+        destination = "{missing}"
+
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+        destination = "{queue}"
+
+        [entrypoints.denied]
+        type = "http_post"
+        path = "/denied"
+        destination = "{queue}"
+
+        [entrypoints.poll]
+        type = "http_get"
+        path = "/poll"
+
+        {endpoint}max_message_bytes = 1024
+
+        [endpoints.orders-broker]
+        type = "jms"
+        url = "{wrong}"
+
+        [endpoints.strict-in]
+        type = "amqp"
+        url = "{url}"
+        queues = ["{missing}"]
+
+        [[routes]]
+        source = "lost"
+        target = "jms"
+
+        [[routes]]
+        source = "ingest"
+        target = "jms"
+
+        [[routes]]
+        source = "denied"
+        target = "orders-broker"
+
+        [[routes]]
+        source = "strict-in"
+        target = "poll"
+        "#,
+        endpoint = endpoint("jms"),
+    ))
+    .await;
+    let text = [("content-type", "text/plain")];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lost = loop {
+        let reply = t.post("/lost", &text, "nobody has this queue").await;
+        if reply.status != 503 || Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await; // `jms` is still connecting
+    };
+    assert_eq!(lost.status, 502, "{}", lost.text());
+    assert_eq!(lost.json()["error"], "target_error");
+    let message = lost.json()["message"].as_str().expect("a message").to_owned();
+    assert!(message.contains(&format!("address `queue://{missing}`")) && message.contains("not-found"), "{message}");
+
+    let big = "x".repeat(1025);
+    let oversized = t.post("/ingest", &text, big).await;
+    assert_eq!(oversized.status, 502, "{}", oversized.text());
+    let message = oversized.json()["message"].as_str().expect("a message").to_owned();
+    assert!(message.contains("1025 bytes, over the limit of 1024 bytes (`max_message_bytes`)"), "{message}");
+    let fits = t.post("/ingest", &text, "x".repeat(1024)).await;
+    assert_eq!(fits.status, 202, "{}", fits.text());
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let problems = loop {
+        let reply = t.admin("/readyz").await;
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        let problems = reply.json()["problems"].to_string();
+        if (problems.contains("orders-broker: not connected") && problems.contains("strict-in: not connected"))
+            || Instant::now() > deadline
+        {
+            break problems;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(problems.contains("orders-broker: not connected to amqp://mediation:[redacted]@"), "{problems}");
+    assert!(problems.contains("SASL authentication failed"), "{problems}");
+    assert!(!problems.contains("not-the-password"), "the password is redacted: {problems}");
+    assert!(problems.contains(&format!("attaching a receiver to `queue://{missing}`")), "{problems}");
+    assert!(!problems.contains("\"jms:"), "`jms` itself is connected: {problems}");
+    let started = Instant::now();
+    let denied = t.post("/denied", &text, "x").await;
+    assert!(started.elapsed() < Duration::from_secs(1), "fails fast, took {:?}", started.elapsed());
+    assert_eq!(denied.status, 503, "{}", denied.text());
+    assert_eq!(denied.json()["error"], "target_unavailable");
+    assert!(!denied.text().contains("not-the-password"), "{}", denied.text());
+    assert_eq!(t.admin("/healthz").await.status, 200, "the host runs");
+    t.host.shutdown().await;
+    let mut client = Client::connect().await;
+    let kept = client.receive(&format!("queue://{queue}"), 1).await;
+    assert_eq!(body(&kept[0]), "x".repeat(1024).into_bytes(), "the message at the limit was sent whole");
+    client.close().await;
+}
+
+/// Two hosts with the same endpoint, each with its own SSE client; returns what each
+/// client received once `n` messages were sent to `topic`.
+async fn two_instances(consumer: &str, topic: &str, n: usize) -> (Vec<String>, Vec<String>) {
+    let subscription = unique("mh-test-sub");
+    let config = format!(
+        r#"
+        [entrypoints.poll]
+        type = "http_get"
+        path = "/poll"
+
+        {endpoint}topics = ["{topic}"]
+        consumer = "{consumer}"
+        subscription = "{subscription}"
+        durable_subscription = false
+
+        [[routes]]
+        source = "jms"
+        target = "poll"
+        "#,
+        endpoint = endpoint("jms"),
+    );
+    let one = start(&config).await;
+    let two = start(&config).await;
+    for t in [&one, &two] {
+        let ready = t.await_readyz(200).await;
+        assert_eq!(ready.status, 200, "{}", ready.text());
+    }
+    let mut client = Client::connect().await;
+    let messages = (0..n).map(|i| text_message(&format!("b-{i}"), &format!("tick {i}"), &[])).collect();
+    client.send(&format!("topic://{topic}"), messages).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ids = |t: &TestHost| {
+        t.packets()
+            .iter()
+            .filter(|p| p["outcome"] == "delivered")
+            .map(|p| p["event_id"].as_str().unwrap_or("").to_owned())
+            .collect::<Vec<_>>()
+    };
+    let expected = if consumer == "broadcast" { 2 * n } else { n };
+    while ids(&one).len() + ids(&two).len() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Anything more would arrive now: give it the same chance once more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = (ids(&one), ids(&two));
+    one.host.shutdown().await;
+    two.host.shutdown().await;
+    client.close().await;
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_subscriptions_give_every_instance_every_message_and_a_shared_one_gives_each_to_one() {
+    let _broker = BROKER.read().await;
+    let n = 40;
+    let all: Vec<String> = (0..n).map(|i| format!("b-{i}")).collect();
+    let (one, two) = two_instances("broadcast", &unique("mh-test-t"), n).await;
+    assert_eq!(one, all, "instance one got every message, in order");
+    assert_eq!(two, all, "instance two got every message, in order");
+
+    let (one, two) = two_instances("shared", &unique("mh-test-t"), n).await;
+    let mut both: Vec<String> = one.iter().chain(&two).cloned().collect();
+    both.sort_unstable_by_key(|id| id[2..].parse::<usize>().unwrap_or(usize::MAX));
+    assert_eq!(both, all, "each message reached exactly one instance: {one:?} {two:?}");
+    assert!(!one.is_empty() && !two.is_empty(), "both instances consumed: {one:?} {two:?}");
+}
+
+/// Runs `scripts/brokers.sh <command> artemis`, panicking with its output on failure.
+fn brokers(command: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/brokers.sh");
+    let output =
+        std::process::Command::new("bash").arg(script).args([command, "artemis"]).output().expect("brokers.sh runs");
+    assert!(
+        output.status.success(),
+        "brokers.sh {command} artemis failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Starts the broker again however the restart test ends.
+struct BrokerBackUp;
+
+impl Drop for BrokerBackUp {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            brokers("up");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_accepted_ones() {
+    let _broker = BROKER.write().await;
+    let queue = unique("mh-test-durable");
+    let t = start(&format!(
+        r#"
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+        destination = "{queue}"
+
+        {endpoint}send_timeout_ms = 1500
+
+        [[routes]]
+        source = "ingest"
+        target = "jms"
+        "#,
+        endpoint = endpoint("jms"),
+    ))
+    .await;
+    let ready = t.await_readyz(200).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+
+    // One client posts all along; another watches `/readyz`.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let poster = {
+        let (addr, stop) = (t.listen(), stop.clone());
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let mut n = 0u32;
+            while !stop.is_cancelled() {
+                let key = format!("restart-{n}");
+                let started = Instant::now();
+                let headers = [("content-type", "text/plain"), ("idempotency-key", key.as_str())];
+                let reply = support::request(addr, "POST", "/ingest", &headers, Bytes::from(key.clone())).await;
+                answers.push((key, reply.status, started.elapsed(), reply.text()));
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            answers
+        })
+    };
+    let watcher = {
+        let (admin, stop) = (t.host.admin_addr(), stop.clone());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.is_cancelled() {
+                let ready = support::request(admin, "GET", "/readyz", &[], Bytes::new()).await.status == 200;
+                if seen.last() != Some(&ready) {
+                    seen.push(ready);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let guard = BrokerBackUp;
+    tokio::task::spawn_blocking(|| brokers("down")).await.expect("down");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::spawn_blocking(|| brokers("up")).await.expect("up");
+    drop(guard);
+    let back = t.await_readyz_within(200, Duration::from_secs(30)).await;
+    assert_eq!(back.status, 200, "ready again without a restart of the host: {}", back.text());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let answers = poster.await.expect("poster");
+    let readiness = watcher.await.expect("watcher");
+
+    assert_eq!(readiness, [true, false, true], "/readyz went false during the outage and back");
+    let accepted: Vec<&str> = answers.iter().filter(|a| a.1 == 202).map(|a| a.0.as_str()).collect();
+    let failed: Vec<_> = answers.iter().filter(|a| a.1 != 202).collect();
+    eprintln!("restart: {} POSTs, {} accepted, {} failed", answers.len(), accepted.len(), failed.len());
+    assert!(!failed.is_empty(), "some POSTs met the outage");
+    for (key, status, took, body) in &failed {
+        assert!(*status == 503 || *status == 504, "{key}: {status} {body}");
+        assert!(*took < Duration::from_secs(3), "{key} failed within the send timeout, not after {took:?}: {body}");
+    }
+    let last = answers.last().expect("answers");
+    assert_eq!(last.1, 202, "the flow resumed: {last:?}");
+    let metrics = t.admin("/metrics").await.text();
+    assert!(metric(&metrics, r#"mediation_broker_reconnects_total{component="jms"}"#) >= 1.0, "{metrics}");
+    t.host.shutdown().await;
+
+    // Every POST answered 202 is in the durable queue, in order.
+    let mut client = Client::connect().await;
+    let want: HashSet<&str> = accepted.iter().copied().collect();
+    let got = client
+        .receive_until(&format!("queue://{queue}"), Duration::from_secs(2), |got| {
+            let ids: HashSet<String> = got.iter().map(message_id).collect();
+            want.iter().all(|k| ids.contains(*k))
+        })
+        .await;
+    let ids: Vec<String> = got.iter().map(message_id).collect();
+    for key in &accepted {
+        assert!(ids.iter().any(|id| id == key), "{key} was accepted (202) but is not in the queue");
+    }
+    let positions: Vec<usize> = accepted.iter().filter_map(|key| ids.iter().position(|id| id == key)).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "accepted messages keep their order");
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_while_consuming_loses_nothing_it_did_not_hand_over() {
+    let _broker = BROKER.read().await;
+    let from = unique("mh-test-in");
+    const TOTAL: usize = 1000;
+    let mut client = Client::connect().await;
+    let messages = (0..TOTAL).map(|i| text_message(&format!("n-{i}"), &format!("{i}"), &[])).collect();
+    client.send(&format!("queue://{from}"), messages).await;
+    // The host forwards `from` to `fwd-<from>`: a message is settled on `from` only once
+    // its copy was accepted, so whatever the kill interrupts is still in `from`.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+            [host]
+            listen = "127.0.0.1:0"
+            admin_listen = "127.0.0.1:0"
+            instance_id = "{instance}"
+
+            [packet_log]
+            enabled = false
+
+            [endpoints.in]
+            type = "amqp"
+            url = "{url}"
+            queues = ["{from}"]
+            prefetch = 20
+            max_batch = 10
+
+            # Events keep the input queue's name; the prefix sends them to `fwd-<name>`.
+            [endpoints.out]
+            type = "amqp"
+            url = "{url}"
+            queue_prefix = "queue://fwd-"
+
+            [[routes]]
+            source = "in"
+            target = "out"
+            "#,
+            instance = unique("test"),
+            url = broker_url(),
+        ),
+    )
+    .expect("config written");
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mediation-host"))
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the host starts")
+    };
+    let mut host = run();
+    // Kill it once some, not all, were forwarded.
+    let forwarded_to = format!("queue://fwd-{from}");
+    let before = client.receive_until(&forwarded_to, Duration::from_secs(10), |got| got.len() >= 100).await;
+    let _ = std::process::Command::new("kill").args(["-KILL", &host.id().to_string()]).status();
+    let _ = host.wait();
+    assert!(before.len() >= 100, "the host forwarded before it was killed: {}", before.len());
+    let mut ids: HashSet<String> = before.iter().map(message_id).collect();
+    let mut host = run();
+    let after = client
+        .receive_until(&forwarded_to, Duration::from_secs(10), |got| {
+            ids.len() + got.iter().filter(|d| !ids.contains(&message_id(d))).count() >= TOTAL
+        })
+        .await;
+    let _ = std::process::Command::new("kill").args(["-TERM", &host.id().to_string()]).status();
+    let _ = host.wait();
+    let redelivered = after.iter().filter(|d| ids.contains(&message_id(d))).count();
+    ids.extend(after.iter().map(message_id));
+    eprintln!("killed mid-stream: {} forwarded before, {} after ({redelivered} again)", before.len(), after.len());
+    for i in 0..TOTAL {
+        assert!(
+            ids.contains(&format!("n-{i}")),
+            "n-{i} was lost: neither forwarded before the kill nor after the restart"
+        );
+    }
+    let left =
+        client.receive_until(&format!("queue://{from}"), Duration::from_millis(500), |got| !got.is_empty()).await;
+    assert!(left.is_empty(), "everything forwarded was settled on the input queue");
+    client.close().await;
+}
