@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use hyper::Method;
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -52,6 +53,8 @@ pub enum Via {
     Host(Target),
     /// Straight into a broker the host consumes from.
     Broker(Destination),
+    /// One line per payload into this file, for a broker's console producer to send.
+    Lines(std::path::PathBuf),
 }
 
 impl std::fmt::Display for Via {
@@ -60,6 +63,7 @@ impl std::fmt::Display for Via {
             Self::Host(target) => write!(f, "{target}"),
             Self::Broker(Destination::Broker { protocol, to, .. }) => write!(f, "{protocol:?} {to}"),
             Self::Broker(Destination::WebSocket { target, .. }) => write!(f, "{target}"),
+            Self::Lines(path) => write!(f, "lines into {}", path.display()),
         }
     }
 }
@@ -71,6 +75,8 @@ enum Publisher {
     Host(Connection, Target),
     /// A broker client.
     Broker(Producer),
+    /// The file lines go to.
+    Lines(tokio::fs::File),
 }
 
 impl Publisher {
@@ -78,11 +84,12 @@ impl Publisher {
         match via {
             Via::Host(target) => Ok(Self::Host(Connection::open(target).await?, target.clone())),
             Via::Broker(destination) => Ok(Self::Broker(destination.open(index).await?)),
+            Via::Lines(path) => Ok(Self::Lines(tokio::fs::OpenOptions::new().append(true).open(path).await?)),
         }
     }
 
     /// Publishes one message and waits for the answer: the HTTP status, or 200 for
-    /// a broker's confirmation and 500 for its refusal.
+    /// a broker's confirmation (or a line written) and 500 for its refusal.
     async fn send(&mut self, seq: u64, body: Vec<u8>) -> Result<u16, Error> {
         match self {
             Self::Host(connection, target) => {
@@ -95,6 +102,14 @@ impl Publisher {
                 let confirm = producer.send(seq, body).await?;
                 producer.flush().await?;
                 Ok(if confirm.await.is_ok() { 200 } else { 500 })
+            }
+            Self::Lines(file) => {
+                // A payload is one line of JSON: `payload::build` writes no line break.
+                let mut line = body;
+                line.push(b'\n');
+                file.write_all(&line).await?;
+                file.flush().await?;
+                Ok(200)
             }
         }
     }

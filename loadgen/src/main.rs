@@ -182,8 +182,12 @@ impl BrokerArgs {
 #[group(required = true, multiple = true)]
 struct PublishArgs {
     /// Publish through the host: `http://127.0.0.1:PORT/ingest`.
-    #[arg(long, conflicts_with = "protocol")]
+    #[arg(long, conflicts_with_all = ["protocol", "publish_lines"])]
     publish_url: Option<String>,
+    /// Write each payload as one line into this file, typically a FIFO that a broker's
+    /// console producer reads (Kafka's), counting it accepted once written.
+    #[arg(long, conflicts_with = "protocol")]
+    publish_lines: Option<std::path::PathBuf>,
     /// Publish straight into a broker with this protocol (then give --broker-url and --to),
     /// each message waiting for the broker's confirmation before the next.
     #[arg(long, value_enum, requires_all = ["broker_url", "to"])]
@@ -201,12 +205,13 @@ struct PublishArgs {
 
 impl PublishArgs {
     fn publisher(self) -> Result<fanout::Via, String> {
-        match (self.publish_url, self.protocol, self.broker_url, self.to) {
-            (Some(url), None, _, _) => Ok(fanout::Via::Host(Target::parse(&url, Scheme::Http)?)),
-            (None, Some(protocol), Some(url), Some(to)) => {
+        match (self.publish_url, self.publish_lines, self.protocol, self.broker_url, self.to) {
+            (Some(url), None, None, _, _) => Ok(fanout::Via::Host(Target::parse(&url, Scheme::Http)?)),
+            (None, Some(path), None, _, _) => Ok(fanout::Via::Lines(path)),
+            (None, None, Some(protocol), Some(url), Some(to)) => {
                 Ok(fanout::Via::Broker(Destination::broker(protocol, url, to, self.exchange)?))
             }
-            _ => Err(String::from("give --publish-url, or --protocol with --broker-url and --to")),
+            _ => Err(String::from("give --publish-url, --publish-lines, or --protocol with --broker-url and --to")),
         }
     }
 }
