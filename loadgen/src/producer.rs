@@ -373,3 +373,20 @@ async fn drive_mqtt(mut eventloop: EventLoop, inflight: Arc<Mutex<MqttInflight>>
     inflight.queued.clear();
     inflight.sent.clear();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brokers_only_on_loopback() {
+        let ok = Destination::broker(Protocol::Mqtt, "mqtt://127.0.0.1:1883".into(), "t".into(), String::new());
+        assert!(ok.is_ok());
+        let with_login = "amqp://mediation:secret@127.0.0.1:5672/%2f";
+        assert!(Destination::broker(Protocol::Rabbitmq, with_login.into(), "q".into(), String::new()).is_ok());
+        for bad in ["mqtt://localhost:1883", "amqp://user:pw@10.0.0.1:5672", "amqp://127.0.0.2:5673", "nope nope"] {
+            let refused = Destination::broker(Protocol::Amqp, bad.into(), "q".into(), String::new());
+            assert!(refused.is_err(), "{bad} must be refused");
+        }
+    }
+}
