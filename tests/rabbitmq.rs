@@ -19,7 +19,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use mediation_host::endpoints::rabbitmq::parse_url;
-use support::{Reply, SseStream, TestHost, metric};
+use support::{BrokerBackUp, SseStream, TestHost, brokers, metric, next_data, start_instance, unique};
 use tokio::sync::RwLock;
 
 /// Shared by tests that need the broker up; held exclusively by the restart test.
@@ -27,11 +27,6 @@ static BROKER: RwLock<()> = RwLock::const_new(());
 
 fn broker_url() -> String {
     std::env::var("MEDIATION_RABBITMQ_URL").unwrap_or_else(|_| String::from("amqp://guest:guest@127.0.0.1:5672/%2f"))
-}
-
-/// A unique name for this test run: `<prefix>-<uuid>`.
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
 }
 
 /// The broker's own client, for setting up and checking what the host did.
@@ -117,24 +112,6 @@ async fn ready(channel: &Channel, queue: &str) -> u32 {
     channel.queue_declare(short(queue), passive, FieldTable::default()).await.expect("queue exists").message_count()
 }
 
-/// Starts a host from `toml` with an instance id of its own (broadcast queues are
-/// named after it) and free ports.
-async fn start(toml: &str) -> TestHost {
-    TestHost::start_with(&format!("instance_id = \"{}\"\nreload_poll_ms = 0", unique("test")), toml).await
-}
-
-/// Waits until `/readyz` answers `status`; returns its last answer.
-async fn await_ready(t: &TestHost, status: u16, within: Duration) -> Reply {
-    let deadline = Instant::now() + within;
-    loop {
-        let reply = t.admin("/readyz").await;
-        if reply.status == status || Instant::now() > deadline {
-            return reply;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn property(p: &Option<ShortString>) -> Option<&str> {
     p.as_ref().map(ShortString::as_str)
 }
@@ -151,7 +128,7 @@ async fn a_post_is_answered_202_only_once_confirmed_and_arrives_whole_and_in_ord
     let _broker = BROKER.read().await;
     let (_connection, channel) = broker().await;
     let (exchange, queue) = exchange_and_queue(&channel, false, "orders.#").await;
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -171,7 +148,7 @@ async fn a_post_is_answered_202_only_once_confirmed_and_arrives_whole_and_in_ord
         url = broker_url()
     ))
     .await;
-    let ready = await_ready(&t, 200, Duration::from_secs(10)).await;
+    let ready = t.await_ready(200, Duration::from_secs(10)).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
 
     let binary: Vec<u8> = (0..=255).collect();
@@ -226,7 +203,7 @@ async fn an_unroutable_post_fails_naming_the_exchange_and_key_and_a_missing_exch
     let (_connection, channel) = broker().await;
     let (exchange, queue) = exchange_and_queue(&channel, false, "bound.#").await;
     let missing = unique("mh-test-missing");
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -282,7 +259,7 @@ async fn an_unroutable_post_fails_naming_the_exchange_and_key_and_a_missing_exch
     assert_eq!(ready(&channel, &queue).await, 0);
 
     // `nowhere` never gets ready: its exchange does not exist. Its POSTs fail at once.
-    let unready = await_ready(&t, 503, Duration::from_secs(10)).await;
+    let unready = t.await_ready(503, Duration::from_secs(10)).await;
     let problems = unready.json()["problems"].to_string();
     assert!(
         problems.contains(&format!("checking exchange `{missing}`")) && problems.contains("NOT-FOUND"),
@@ -302,16 +279,6 @@ async fn an_unroutable_post_fails_naming_the_exchange_and_key_and_a_missing_exch
     assert!(outcomes.contains(&"target_error") && outcomes.contains(&"unavailable"), "{outcomes:?}");
     t.host.shutdown().await;
     delete(&channel, &exchange, &queue).await;
-}
-
-/// The data of the next SSE event (the `retry:` hint and heartbeats skipped).
-async fn next_data(sse: &mut SseStream) -> String {
-    loop {
-        let frame = sse.next_event().await;
-        if !frame.data.is_empty() {
-            return frame.joined();
-        }
-    }
 }
 
 async fn publish(channel: &Channel, exchange: &str, key: &str, payload: &[u8], properties: BasicProperties) {
@@ -336,7 +303,7 @@ async fn broadcast_messages_reach_sse_clients_exactly_in_order_and_a_post_comes_
         )
         .await
         .expect("exchange");
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.events]
         type = "sse"
@@ -373,7 +340,7 @@ async fn broadcast_messages_reach_sse_clients_exactly_in_order_and_a_post_comes_
         url = broker_url()
     ))
     .await;
-    let ready = await_ready(&t, 200, Duration::from_secs(10)).await;
+    let ready = t.await_ready(200, Duration::from_secs(10)).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     let mut sse = t.sse("/events", &[]).await.expect("an SSE stream");
     let mut table = FieldTable::default();
@@ -447,7 +414,7 @@ async fn a_shared_queue_is_acked_only_after_delivery_and_a_refused_message_is_de
     publish(&channel, "", &queue, &[0xff, 0xfe], BasicProperties::default().with_message_id(short("poison"))).await;
     publish(&channel, "", &queue, b"second", BasicProperties::default().with_message_id(short("s-2"))).await;
 
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.events]
         type = "sse"
@@ -499,7 +466,7 @@ async fn wrong_credentials_or_a_failed_tls_handshake_leave_the_host_up_but_unrea
         "amqp://{}:not-the-password@{}:{}/%2f",
         uri.authority.userinfo.username, uri.authority.host, uri.authority.port
     );
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -547,36 +514,13 @@ async fn wrong_credentials_or_a_failed_tls_handshake_leave_the_host_up_but_unrea
 }
 
 /// Runs `scripts/brokers.sh <command> rabbitmq`, panicking with its output on failure.
-fn brokers(command: &str) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/brokers.sh");
-    let output =
-        std::process::Command::new("bash").arg(script).args([command, "rabbitmq"]).output().expect("brokers.sh runs");
-    assert!(
-        output.status.success(),
-        "brokers.sh {command} rabbitmq failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Starts the broker again however the restart test ends.
-struct BrokerBackUp;
-
-impl Drop for BrokerBackUp {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            brokers("up");
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_confirmed_ones() {
     let _broker = BROKER.write().await;
     let (connection, channel) = broker().await;
     let (exchange, queue) = exchange_and_queue(&channel, true, "#").await;
     drop(connection);
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -595,7 +539,7 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_confirmed
         url = broker_url()
     ))
     .await;
-    let ready = await_ready(&t, 200, Duration::from_secs(10)).await;
+    let ready = t.await_ready(200, Duration::from_secs(10)).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
 
     // One client posts all along; another watches `/readyz`.
@@ -632,12 +576,12 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_confirmed
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let guard = BrokerBackUp;
-    tokio::task::spawn_blocking(|| brokers("down")).await.expect("down");
+    let guard = BrokerBackUp("rabbitmq");
+    tokio::task::spawn_blocking(|| brokers("down", "rabbitmq")).await.expect("down");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    tokio::task::spawn_blocking(|| brokers("up")).await.expect("up");
+    tokio::task::spawn_blocking(|| brokers("up", "rabbitmq")).await.expect("up");
     drop(guard);
-    let back = await_ready(&t, 200, Duration::from_secs(15)).await;
+    let back = t.await_ready(200, Duration::from_secs(15)).await;
     assert_eq!(back.status, 200, "ready again without a restart of the host: {}", back.text());
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();
@@ -686,7 +630,7 @@ async fn an_endpoint_without_routes_out_publishes_but_does_not_consume() {
     let durable = QueueDeclareOptions { durable: true, ..Default::default() };
     channel.queue_declare(short(&queue), durable, FieldTable::default()).await.expect("queue");
     // No route takes the endpoint's events back out: it does not consume at all.
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -706,7 +650,7 @@ async fn an_endpoint_without_routes_out_publishes_but_does_not_consume() {
         url = broker_url()
     ))
     .await;
-    let ready_reply = await_ready(&t, 200, Duration::from_secs(10)).await;
+    let ready_reply = t.await_ready(200, Duration::from_secs(10)).await;
     assert_eq!(ready_reply.status, 200, "{}", ready_reply.text());
     let reply = t.post("/ingest", &[("content-type", "text/plain")], "kept for later").await;
     assert_eq!(reply.status, 202, "{}", reply.text());
@@ -740,7 +684,7 @@ async fn a_message_its_target_does_not_accept_is_requeued_never_acked() {
     channel.queue_declare(short(&queue), durable, FieldTable::default()).await.expect("queue");
     publish(&channel, "", &queue, b"undeliverable", BasicProperties::default().with_message_id(short("u-1"))).await;
     // An HTTP POST entrypoint serves no events, so it refuses every delivery.
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ingest]
         type = "http_post"
@@ -787,7 +731,7 @@ async fn stopping_the_host_mid_stream_loses_no_message() {
             .expect("published");
         drop(confirm);
     }
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.events]
         type = "sse"
@@ -996,7 +940,7 @@ async fn two_instances_both_get_broadcast_messages_and_split_a_shared_queue() {
         "#,
         url = broker_url()
     );
-    let (a, b) = (start(&config).await, start(&config).await);
+    let (a, b) = (start_instance(&config).await, start_instance(&config).await);
     for t in [&a, &b] {
         let ready = await_ready(t, 200, Duration::from_secs(10)).await;
         assert_eq!(ready.status, 200, "{}", ready.text());
@@ -1043,7 +987,7 @@ async fn websocket_acks_follow_broker_confirms_and_bad_records_fail_alone() {
     let _broker = BROKER.read().await;
     let (_connection, channel) = broker().await;
     let (exchange, queue) = exchange_and_queue(&channel, false, "#").await;
-    let t = start(&format!(
+    let t = start_instance(&format!(
         r#"
         [entrypoints.ws]
         type = "websocket"
@@ -1072,7 +1016,7 @@ async fn websocket_acks_follow_broker_confirms_and_bad_records_fail_alone() {
         url = broker_url()
     ))
     .await;
-    let ready = await_ready(&t, 200, Duration::from_secs(10)).await;
+    let ready = t.await_ready(200, Duration::from_secs(10)).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     let mut ws = t.ws("/ws").await;
     let long_key = "k".repeat(300);

@@ -133,6 +133,7 @@ impl Host {
                 EndpointConfig::RabbitMq(c) => endpoints::rabbitmq::spawn(ctx, c)?,
                 EndpointConfig::Mqtt(c) => endpoints::mqtt::spawn(ctx, c)?,
                 EndpointConfig::Amqp(c) => endpoints::amqp::spawn(ctx, c)?,
+                EndpointConfig::Solace(c) => endpoints::solace::spawn(ctx, c)?,
             };
             targets_by_id[id.0 as usize] = Some(sender);
             targets.spawn(async move {

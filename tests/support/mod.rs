@@ -253,6 +253,67 @@ fn free_port() -> SocketAddr {
     listener.local_addr().expect("its address")
 }
 
+/// A unique name for one test run: `<prefix>-<uuid>`, so that tests sharing a broker
+/// never see each other's queues, topics or subscriptions.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Starts a host from `toml` with an instance id of its own (per-instance broker
+/// resources are named after it), no reload polling, and free ports.
+pub async fn start_instance(toml: &str) -> TestHost {
+    TestHost::start_with(&format!("instance_id = \"{}\"\nreload_poll_ms = 0", unique("test")), toml).await
+}
+
+impl TestHost {
+    /// Waits until `/readyz` answers `status` and returns that answer; after [`WAIT`]
+    /// (or `within`, when longer), the last answer, whatever it was.
+    pub async fn await_ready(&self, status: u16, within: Duration) -> Reply {
+        let deadline = tokio::time::Instant::now() + within.max(WAIT);
+        loop {
+            let reply = self.admin("/readyz").await;
+            if reply.status == status || tokio::time::Instant::now() > deadline {
+                return reply;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Runs `scripts/brokers.sh <command> <broker>`, panicking with its output on failure.
+pub fn brokers(command: &str, broker: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/brokers.sh");
+    let output =
+        std::process::Command::new("bash").arg(script).args([command, broker]).output().expect("brokers.sh runs");
+    assert!(
+        output.status.success(),
+        "brokers.sh {command} {broker} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Starts the named broker again however a test that stops it ends.
+pub struct BrokerBackUp(pub &'static str);
+
+impl Drop for BrokerBackUp {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            brokers("up", self.0);
+        }
+    }
+}
+
+/// The data of the next SSE event (the `retry:` hint and heartbeats skipped).
+pub async fn next_data(sse: &mut SseStream) -> String {
+    loop {
+        let frame = sse.next_event().await;
+        if !frame.data.is_empty() {
+            return frame.joined();
+        }
+    }
+}
+
 /// The bound on every wait for something the host should do promptly; generous,
 /// so that it only ever ends a test that would otherwise hang.
 pub const WAIT: Duration = Duration::from_secs(10);

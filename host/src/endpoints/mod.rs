@@ -6,8 +6,10 @@ pub mod link;
 pub mod memory;
 pub mod mqtt;
 pub mod rabbitmq;
+pub mod solace;
 pub mod source;
 pub mod target;
+pub mod tls;
 
 use serde::Deserialize;
 
@@ -42,6 +44,8 @@ pub enum EndpointConfig {
     /// on `accepted`, receivers with link credit. `type = "jms"` is an alias.
     #[serde(rename = "amqp", alias = "jms")]
     Amqp(Box<amqp::AmqpConfig>),
+    /// Solace PubSub+ over AMQP 1.0 or MQTT 5, with Solace's settings and topic syntax.
+    Solace(Box<solace::SolaceConfig>),
 }
 
 impl EndpointConfig {
@@ -52,6 +56,7 @@ impl EndpointConfig {
             Self::RabbitMq(c) => Some(&mut c.adapter),
             Self::Mqtt(c) => Some(&mut c.adapter),
             Self::Amqp(c) => Some(&mut c.adapter),
+            Self::Solace(c) => Some(&mut c.adapter),
         }
     }
 }
@@ -63,6 +68,7 @@ impl Component for EndpointConfig {
             Self::RabbitMq(_) => "rabbitmq",
             Self::Mqtt(_) => "mqtt",
             Self::Amqp(_) => "amqp",
+            Self::Solace(_) => "solace",
         }
     }
 
@@ -72,6 +78,7 @@ impl Component for EndpointConfig {
             Self::RabbitMq(c) => Some(&c.adapter),
             Self::Mqtt(c) => Some(&c.adapter),
             Self::Amqp(c) => Some(&c.adapter),
+            Self::Solace(c) => Some(&c.adapter),
         }
     }
 
@@ -81,6 +88,7 @@ impl Component for EndpointConfig {
             Self::RabbitMq(c) => c.validate(path, problems),
             Self::Mqtt(c) => c.validate(path, problems),
             Self::Amqp(c) => c.validate(path, problems),
+            Self::Solace(c) => c.validate(path, problems),
         }
     }
 }

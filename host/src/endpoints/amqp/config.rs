@@ -110,6 +110,10 @@ pub struct AmqpConfig {
     /// Certificates for `amqps://`.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// How logs and `/readyz` name the broker instead of the redacted URL: set by
+    /// endpoints built on this one (Solace names its VPN). Not a configuration field.
+    #[serde(skip)]
+    pub broker_label: Option<String>,
 }
 
 impl Default for AmqpConfig {
@@ -138,6 +142,7 @@ impl Default for AmqpConfig {
             subscription: None,
             durable_subscription: true,
             prefetch: default_prefetch(),
+            broker_label: None,
             tls: TlsConfig::default(),
         }
     }

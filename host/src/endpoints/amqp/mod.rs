@@ -150,7 +150,7 @@ pub fn spawn(ctx: ComponentContext, config: &AmqpConfig) -> Result<(TargetSender
             "routes leave this endpoint, so it consumes, but it has nothing to consume: set `queues` or `topics`",
         )));
     }
-    let url = config.display_url();
+    let url = config.broker_label.clone().unwrap_or_else(|| config.display_url());
     let container_id = config
         .container_id
         .clone()

@@ -99,6 +99,10 @@ pub struct MqttConfig {
     /// Certificates for `mqtts://`.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// How logs and `/readyz` name the broker instead of its address: set by endpoints
+    /// built on this one (Solace names its VPN). Not a configuration field.
+    #[serde(skip)]
+    pub broker_label: Option<String>,
 }
 
 /// How a replica subscribes.
@@ -209,6 +213,7 @@ impl MqttConfig {
             subscriptions: Vec::new(),
             subscription_qos: default_qos(),
             tls: TlsConfig::default(),
+            broker_label: None,
         }
     }
 

@@ -131,7 +131,8 @@ pub fn spawn(ctx: ComponentContext, config: &MqttConfig) -> Result<(TargetSender
     }
     let scheme = if address.tls { "mqtts" } else { "mqtt" };
     let user = config.username.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
-    let url = format!("{scheme}://{user}{}:{}", address.host, address.port);
+    let url =
+        config.broker_label.clone().unwrap_or_else(|| format!("{scheme}://{user}{}:{}", address.host, address.port));
     let client_id = config.client_id(&ctx.name, &ctx.host.instance_id());
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (&*ctx.name, &client_id).hash(&mut hasher);
