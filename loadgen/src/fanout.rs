@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use crate::histogram::{Histogram, ms};
 use crate::http::{Connection, Metrics};
 use crate::payload::{self, Marker};
-use crate::producer::{Destination, Producer};
+use crate::producer::{Destination, Producer, Settled};
 use crate::raw::{self, Held, Stall};
 use crate::subscriber::{Shared, Subscriber, Tally};
 use crate::target::Target;
@@ -101,7 +101,7 @@ impl Publisher {
             Self::Broker(producer) => {
                 let confirm = producer.send(seq, body).await?;
                 producer.flush().await?;
-                Ok(if confirm.await.is_ok() { 200 } else { 500 })
+                Ok(if confirm.await == Settled::Confirmed { 200 } else { 500 })
             }
             Self::Lines(file) => {
                 // A payload is one line of JSON: `payload::build` writes no line break.

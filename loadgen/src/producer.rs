@@ -43,8 +43,20 @@ const MQTT_REQUEST_CAPACITY: usize = 1024;
 /// How long a broker connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Resolves once the message was confirmed (`Ok`) or refused (`Err`, with the reason).
-pub type Confirm = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// How a message sent ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// The other side confirmed it.
+    Confirmed,
+    /// The other side answered with a refusal (a nack, an error or timeout status,
+    /// another outcome), and why.
+    Refused(String),
+    /// No answer will come: the connection failed first, and how.
+    Lost(String),
+}
+
+/// Resolves once the message is settled.
+pub type Confirm = Pin<Box<dyn Future<Output = Settled> + Send>>;
 
 /// Which protocol a direct client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -185,10 +197,10 @@ impl Producer {
                     channel.basic_publish(exchange.clone(), key.clone(), options, &payload, properties).await?;
                 Ok(async move {
                     match confirm.await {
-                        Ok(Confirmation::Ack(None)) => Ok(()),
-                        Ok(Confirmation::Ack(Some(_))) => Err(String::from("returned as unroutable")),
-                        Ok(other) => Err(format!("not confirmed: {other:?}")),
-                        Err(e) => Err(e.to_string()),
+                        Ok(Confirmation::Ack(None)) => Settled::Confirmed,
+                        Ok(Confirmation::Ack(Some(_))) => Settled::Refused(String::from("returned as unroutable")),
+                        Ok(other) => Settled::Refused(format!("not confirmed: {other:?}")),
+                        Err(e) => Settled::Lost(e.to_string()),
                     }
                 }
                 .boxed())
@@ -202,9 +214,9 @@ impl Producer {
                 let outcome = amqp.sender.send_batchable(message).await?;
                 Ok(async move {
                     match outcome.await {
-                        Ok(Outcome::Accepted(_)) => Ok(()),
-                        Ok(other) => Err(format!("outcome {other:?}")),
-                        Err(e) => Err(e.to_string()),
+                        Ok(Outcome::Accepted(_)) => Settled::Confirmed,
+                        Ok(other) => Settled::Refused(format!("outcome {other:?}")),
+                        Err(e) => Settled::Lost(e.to_string()),
                     }
                 }
                 .boxed())
@@ -226,7 +238,7 @@ impl Producer {
 }
 
 /// Publishes waiting for their acknowledgement, by id.
-type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<(), String>>>>>;
+type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Settled>>>>;
 
 /// A WebSocket envelope client: the sink writes publishes, a reader task matches
 /// the host's `ack` frames to them by id.
@@ -262,7 +274,8 @@ impl WsProducer {
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner).insert(seq, tx);
         self.sink.feed(WsMessage::text(frame)).await?;
-        Ok(async move { rx.await.unwrap_or_else(|_| Err(String::from("connection ended before the ack"))) }.boxed())
+        Ok(async move { rx.await.unwrap_or_else(|_| Settled::Lost(String::from("connection ended before the ack"))) }
+            .boxed())
     }
 }
 
@@ -277,8 +290,8 @@ async fn read_acks(mut stream: SplitStream<WebSocketStream<TcpStream>>, waiting:
         }
         let Some(id) = ack.get("id").and_then(Value::as_str).and_then(|id| id.parse::<u64>().ok()) else { continue };
         let answer = match ack.get("status").and_then(Value::as_str) {
-            Some("ok") => Ok(()),
-            status => Err(format!(
+            Some("ok") => Settled::Confirmed,
+            status => Settled::Refused(format!(
                 "status {}: {}",
                 status.unwrap_or("?"),
                 ack.get("error").and_then(Value::as_str).unwrap_or("no reason given")
@@ -297,9 +310,9 @@ async fn read_acks(mut stream: SplitStream<WebSocketStream<TcpStream>>, waiting:
 struct MqttInflight {
     /// Queued by [`MqttProducer::send`], not yet written: the event loop writes
     /// requests in order, so the next `Outgoing::Publish` is the front's.
-    queued: VecDeque<oneshot::Sender<Result<(), String>>>,
+    queued: VecDeque<oneshot::Sender<Settled>>,
     /// Written, waiting for their PUBACK.
-    sent: HashMap<u16, oneshot::Sender<Result<(), String>>>,
+    sent: HashMap<u16, oneshot::Sender<Settled>>,
 }
 
 /// An MQTT 5 client publishing at QoS 1. rumqttc 0.25 gives no handle per publish,
@@ -338,7 +351,8 @@ impl MqttProducer {
         let (tx, rx) = oneshot::channel();
         self.inflight.lock().unwrap_or_else(PoisonError::into_inner).queued.push_back(tx);
         self.client.publish(self.topic.clone(), QoS::AtLeastOnce, false, Bytes::from(payload)).await?;
-        Ok(async move { rx.await.unwrap_or_else(|_| Err(String::from("connection ended before the PUBACK"))) }.boxed())
+        Ok(async move { rx.await.unwrap_or_else(|_| Settled::Lost(String::from("connection ended before the PUBACK"))) }
+            .boxed())
     }
 }
 
@@ -359,8 +373,8 @@ async fn drive_mqtt(mut eventloop: EventLoop, inflight: Arc<Mutex<MqttInflight>>
             }
             Event::Incoming(Packet::PubAck(ack)) => {
                 let answer = match ack.reason {
-                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
-                    reason => Err(format!("PUBACK {reason:?}")),
+                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Settled::Confirmed,
+                    reason => Settled::Refused(format!("PUBACK {reason:?}")),
                 };
                 if let Some(waiter) = inflight.sent.remove(&ack.pkid) {
                     let _ = waiter.send(answer);

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::histogram::{Histogram, ms};
 use crate::payload::{self, Marker};
-use crate::producer::{Confirm, Destination, Producer};
+use crate::producer::{Confirm, Destination, Producer, Settled};
 use crate::{Error, cpu_secs, round};
 
 /// How long after the sending time the run waits for the last confirmations
@@ -150,19 +150,19 @@ async fn drive(
             break;
         };
         match answer {
-            Ok(()) => {
+            Settled::Confirmed => {
                 latency.record(sent.elapsed());
                 tally.confirmed += 1;
                 tally.last_confirm = started.elapsed();
             }
-            Err(e) if e.starts_with("connection ended") => {
+            Settled::Refused(e) => {
+                tally.error(e);
+                tally.refused += 1;
+            }
+            Settled::Lost(e) => {
                 tally.error(e);
                 tally.unanswered += 1;
                 failed = true;
-            }
-            Err(e) => {
-                tally.error(e);
-                tally.refused += 1;
             }
         }
     }
