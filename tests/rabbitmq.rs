@@ -19,7 +19,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use mediation_host::endpoints::rabbitmq::parse_url;
-use support::{BrokerBackUp, SseStream, TestHost, brokers, metric, next_data, start_instance, unique};
+use support::{BrokerBackUp, TestHost, broker_script, metric, next_data, start_instance, unique};
 use tokio::sync::RwLock;
 
 /// Shared by tests that need the broker up; held exclusively by the restart test.
@@ -577,9 +577,9 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_confirmed
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let guard = BrokerBackUp("rabbitmq");
-    tokio::task::spawn_blocking(|| brokers("down", "rabbitmq")).await.expect("down");
+    tokio::task::spawn_blocking(|| broker_script("down", "rabbitmq")).await.expect("down");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    tokio::task::spawn_blocking(|| brokers("up", "rabbitmq")).await.expect("up");
+    tokio::task::spawn_blocking(|| broker_script("up", "rabbitmq")).await.expect("up");
     drop(guard);
     let back = t.await_ready(200, Duration::from_secs(15)).await;
     assert_eq!(back.status, 200, "ready again without a restart of the host: {}", back.text());
@@ -942,7 +942,7 @@ async fn two_instances_both_get_broadcast_messages_and_split_a_shared_queue() {
     );
     let (a, b) = (start_instance(&config).await, start_instance(&config).await);
     for t in [&a, &b] {
-        let ready = await_ready(t, 200, Duration::from_secs(10)).await;
+        let ready = t.await_ready(200, Duration::from_secs(10)).await;
         assert_eq!(ready.status, 200, "{}", ready.text());
     }
     let n = 200;

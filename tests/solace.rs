@@ -1,7 +1,7 @@
 //! The `solace` endpoint against the project's brokers as Solace's protocol peers:
 //! ActiveMQ Artemis for AMQP 1.0 (`scripts/brokers.sh up artemis`, 127.0.0.1:5673,
 //! `queue://`/`topic://` addresses) and Mosquitto for MQTT 5 (`scripts/brokers.sh up
-//! mosquitto`, 127.0.0.1:1883 anonymous and 1884 with a password). A broker that cannot
+//! mosquitto`, 127.0.0.1:1884 with a password). A broker that cannot
 //! be reached fails the tests: they never skip.
 //!
 //! Every test uses its own topics, queues and endpoint names. The test that restarts
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use serde_json::json;
-use support::{BrokerBackUp, TestHost, brokers, next_data, start_instance, unique, ws_json};
+use support::{BrokerBackUp, TestHost, broker_script, next_data, start_instance, unique, ws_json};
 use tokio::sync::RwLock;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -22,9 +22,7 @@ static BROKER: RwLock<()> = RwLock::const_new(());
 
 /// The Artemis AMQP service standing in for a Solace VPN's AMQP port.
 const AMQP_SERVICE: &str = "127.0.0.1:5673";
-/// Mosquitto standing in for a Solace VPN's MQTT port (anonymous).
-const MQTT_SERVICE: &str = "tcp://127.0.0.1:1883";
-/// Mosquitto's listener that requires a password.
+/// Mosquitto's listener that requires a password, standing in for a Solace VPN's MQTT port.
 const MQTT_AUTH_SERVICE: &str = "tcp://127.0.0.1:1884";
 /// The test user of both brokers (docs/brokers.md).
 const USER: (&str, &str) = ("mediation", "mediation-secret");
@@ -227,7 +225,7 @@ async fn guaranteed_delivery_survives_a_broker_restart_with_nothing_confirmed_lo
     let guard = BrokerBackUp("mosquitto");
     let mut confirmed = Vec::new();
     let mut refused = 0;
-    let mut send = async |i: usize, confirmed: &mut Vec<String>, refused: &mut usize| {
+    let send = async |i: usize, confirmed: &mut Vec<String>, refused: &mut usize| {
         let key = format!("g-{i:04}");
         let reply = t.post("/ingest", &[("content-type", "text/plain"), ("idempotency-key", &key)], key.clone()).await;
         match reply.status {
@@ -239,7 +237,7 @@ async fn guaranteed_delivery_survives_a_broker_restart_with_nothing_confirmed_lo
     for i in 0..20 {
         send(i, &mut confirmed, &mut refused).await;
     }
-    tokio::task::spawn_blocking(|| brokers("down", "mosquitto")).await.expect("down");
+    tokio::task::spawn_blocking(|| broker_script("down", "mosquitto")).await.expect("down");
     let down = t.await_ready(503, Duration::from_secs(10)).await;
     assert_eq!(down.status, 503, "/readyz went false while the broker was down");
     assert!(down.text().contains("pubsub"), "{}", down.text());
@@ -247,7 +245,7 @@ async fn guaranteed_delivery_survives_a_broker_restart_with_nothing_confirmed_lo
         send(i, &mut confirmed, &mut refused).await;
     }
     assert_eq!(refused, 10, "every POST during the outage was refused");
-    tokio::task::spawn_blocking(|| brokers("up", "mosquitto")).await.expect("up");
+    tokio::task::spawn_blocking(|| broker_script("up", "mosquitto")).await.expect("up");
     drop(guard);
     ready(&t).await;
     for i in 30..50 {

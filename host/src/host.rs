@@ -130,6 +130,7 @@ impl Host {
             let id = ctx.id;
             let (sender, task) = match endpoint {
                 EndpointConfig::Memory(c) => endpoints::memory::spawn(ctx, c)?,
+                EndpointConfig::Kafka(c) => endpoints::kafka::spawn(ctx, c)?,
                 EndpointConfig::RabbitMq(c) => endpoints::rabbitmq::spawn(ctx, c)?,
                 EndpointConfig::Mqtt(c) => endpoints::mqtt::spawn(ctx, c)?,
                 EndpointConfig::Amqp(c) => endpoints::amqp::spawn(ctx, c)?,

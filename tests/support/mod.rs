@@ -87,6 +87,18 @@ impl TestHost {
         request(self.host.admin_addr(), "GET", path, &[], Bytes::new()).await
     }
 
+    /// Waits until `/readyz` answers `status`, or `wait` passed; returns its last answer.
+    pub async fn await_ready(&self, status: u16, wait: Duration) -> Reply {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let reply = self.admin("/readyz").await;
+            if reply.status == status || tokio::time::Instant::now() > deadline {
+                return reply;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `POST` `body` to `path` on the entrypoint listener.
     pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
         request(self.listen(), "POST", path, headers, body.into()).await
@@ -265,45 +277,6 @@ pub async fn start_instance(toml: &str) -> TestHost {
     TestHost::start_with(&format!("instance_id = \"{}\"\nreload_poll_ms = 0", unique("test")), toml).await
 }
 
-impl TestHost {
-    /// Waits until `/readyz` answers `status` and returns that answer; after [`WAIT`]
-    /// (or `within`, when longer), the last answer, whatever it was.
-    pub async fn await_ready(&self, status: u16, within: Duration) -> Reply {
-        let deadline = tokio::time::Instant::now() + within.max(WAIT);
-        loop {
-            let reply = self.admin("/readyz").await;
-            if reply.status == status || tokio::time::Instant::now() > deadline {
-                return reply;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-/// Runs `scripts/brokers.sh <command> <broker>`, panicking with its output on failure.
-pub fn brokers(command: &str, broker: &str) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/brokers.sh");
-    let output =
-        std::process::Command::new("bash").arg(script).args([command, broker]).output().expect("brokers.sh runs");
-    assert!(
-        output.status.success(),
-        "brokers.sh {command} {broker} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Starts the named broker again however a test that stops it ends.
-pub struct BrokerBackUp(pub &'static str);
-
-impl Drop for BrokerBackUp {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            brokers("up", self.0);
-        }
-    }
-}
-
 /// The data of the next SSE event (the `retry:` hint and heartbeats skipped).
 pub async fn next_data(sse: &mut SseStream) -> String {
     loop {
@@ -451,12 +424,48 @@ impl SseStream {
         within("the next SSE frame", self.read_frame()).await
     }
 
+    /// The next frame that is not a heartbeat comment, waiting up to `wait` (for what
+    /// takes longer than [`WAIT`] by design, such as a consumer group rebalance).
+    pub async fn next_event_within(&mut self, wait: Duration) -> SseFrame {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.read_frame())
+                .await
+                .unwrap_or_else(|_| panic!("no SSE event within {wait:?}"))
+                .expect("the SSE stream is still open");
+            if !frame.comment {
+                return frame;
+            }
+        }
+    }
+
     /// The next frame that is not a heartbeat comment.
     pub async fn next_event(&mut self) -> SseFrame {
         loop {
             let frame = self.next().await.expect("the SSE stream is still open");
             if !frame.comment {
                 return frame;
+            }
+        }
+    }
+
+    /// Every frame still to come until the stream ends or breaks (a server that died
+    /// mid-stream), each within [`WAIT`] of the previous.
+    pub async fn rest(&mut self) -> Vec<SseFrame> {
+        let mut frames = Vec::new();
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let raw: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                frames.push(SseFrame::parse(String::from_utf8(raw).expect("SSE frames are UTF-8")));
+                continue;
+            }
+            match within("the next SSE chunk", self.body.frame()).await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        self.buffer.extend_from_slice(data);
+                    }
+                }
+                Some(Err(_)) | None => return frames,
             }
         }
     }
@@ -524,4 +533,89 @@ pub fn metric(text: &str, sample: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
         .map_or(0.0, |v| v.trim().parse().expect("a number"))
+}
+
+/// Runs `scripts/brokers.sh <command> <broker>`, panicking with its output on failure.
+/// Tests stop and start only the broker of their own endpoint.
+pub fn broker_script(command: &str, broker: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/brokers.sh");
+    let output =
+        std::process::Command::new("bash").arg(script).args([command, broker]).output().expect("brokers.sh runs");
+    assert!(
+        output.status.success(),
+        "brokers.sh {command} {broker} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Starts the broker it names again when the test that stopped it panics halfway.
+pub struct BrokerBackUp(pub &'static str);
+
+impl Drop for BrokerBackUp {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            broker_script("up", self.0);
+        }
+    }
+}
+
+/// One answer to a POST made during a broker outage: the `Idempotency-Key` (also the
+/// body), the status, how long it took, and the body of the answer.
+pub type Answer = (String, u16, Duration, String);
+
+/// What a broker restart test watches: one client POSTs to an HTTP POST entrypoint all
+/// along (keys `restart-<n>`, 20 ms apart), another records every change of `/readyz`.
+pub struct Outage {
+    /// Ends both.
+    stop: tokio_util::sync::CancellationToken,
+    /// The poster, with its answers in order.
+    poster: tokio::task::JoinHandle<Vec<Answer>>,
+    /// The watcher, with each readiness it saw (true: 200), repeats left out.
+    watcher: tokio::task::JoinHandle<Vec<bool>>,
+}
+
+impl Outage {
+    /// Starts posting to `path` on `t` and watching its `/readyz`.
+    pub fn watch(t: &TestHost, path: &str) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let poster = {
+            let (addr, stop, path) = (t.listen(), stop.clone(), path.to_owned());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                let mut n = 0u32;
+                while !stop.is_cancelled() {
+                    let key = format!("restart-{n}");
+                    let started = tokio::time::Instant::now();
+                    let headers = [("content-type", "text/plain"), ("idempotency-key", key.as_str())];
+                    let reply = request(addr, "POST", &path, &headers, Bytes::from(key.clone())).await;
+                    answers.push((key, reply.status, started.elapsed(), reply.text()));
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                answers
+            })
+        };
+        let watcher = {
+            let (admin, stop) = (t.host.admin_addr(), stop.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !stop.is_cancelled() {
+                    let ready = request(admin, "GET", "/readyz", &[], Bytes::new()).await.status == 200;
+                    if seen.last() != Some(&ready) {
+                        seen.push(ready);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                seen
+            })
+        };
+        Self { stop, poster, watcher }
+    }
+
+    /// Stops both: the POST answers and the readiness changes seen.
+    pub async fn finish(self) -> (Vec<Answer>, Vec<bool>) {
+        self.stop.cancel();
+        (self.poster.await.expect("the poster"), self.watcher.await.expect("the watcher"))
+    }
 }

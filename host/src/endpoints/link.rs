@@ -100,6 +100,13 @@ impl Health {
         self.report(Some(reason));
     }
 
+    /// True while the endpoint is not connected: for endpoints whose client library
+    /// has no connection state of its own to look at before sending.
+    #[must_use]
+    pub fn is_down(&self) -> bool {
+        !lock(&self.down_reason).is_empty()
+    }
+
     /// The error for a delivery that cannot be sent because the endpoint is down.
     #[must_use]
     pub fn unavailable(&self) -> DeliveryError {
@@ -139,11 +146,13 @@ mod tests {
         let health = Health::connecting(Arc::from("orders"), Arc::clone(&readiness), String::from("connecting to x"));
         readiness.set_started();
         assert_eq!(readiness.problems(), ["orders: connecting to x"]);
+        assert!(health.is_down());
         health.attempt_failed("amqp://u:***@h", "refused", FIRST_BACKOFF);
         let DeliveryError::Unavailable { target, message } = health.unavailable() else { panic!("not unavailable") };
         assert_eq!(target, "orders");
         assert_eq!(message, "not connected to amqp://u:***@h: refused");
         health.report(None);
         assert!(readiness.problems().is_empty());
+        assert!(!health.is_down());
     }
 }

@@ -2,6 +2,7 @@
 //! selected by one variant of [`EndpointConfig`].
 
 pub mod amqp;
+pub mod kafka;
 pub mod link;
 pub mod memory;
 pub mod mqtt;
@@ -35,6 +36,8 @@ pub enum ConsumerMode {
 pub enum EndpointConfig {
     /// Named in-process topics: the quickstart default, needing no broker.
     Memory(memory::MemoryConfig),
+    /// Kafka: an idempotent producer, and a consumer group committing after hand-off.
+    Kafka(Box<kafka::KafkaConfig>),
     /// RabbitMQ (AMQP 0-9-1): publishing with confirms, consuming with manual acks.
     #[serde(rename = "rabbitmq")]
     RabbitMq(Box<rabbitmq::RabbitMqConfig>),
@@ -53,6 +56,7 @@ impl EndpointConfig {
     pub fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
         match self {
             Self::Memory(c) => c.adapter.as_mut(),
+            Self::Kafka(c) => Some(&mut c.adapter),
             Self::RabbitMq(c) => Some(&mut c.adapter),
             Self::Mqtt(c) => Some(&mut c.adapter),
             Self::Amqp(c) => Some(&mut c.adapter),
@@ -65,6 +69,7 @@ impl Component for EndpointConfig {
     fn type_name(&self) -> &'static str {
         match self {
             Self::Memory(_) => "memory",
+            Self::Kafka(_) => "kafka",
             Self::RabbitMq(_) => "rabbitmq",
             Self::Mqtt(_) => "mqtt",
             Self::Amqp(_) => "amqp",
@@ -75,6 +80,7 @@ impl Component for EndpointConfig {
     fn adapter(&self) -> Option<&AdapterSource> {
         match self {
             Self::Memory(c) => c.adapter.as_ref(),
+            Self::Kafka(c) => Some(&c.adapter),
             Self::RabbitMq(c) => Some(&c.adapter),
             Self::Mqtt(c) => Some(&c.adapter),
             Self::Amqp(c) => Some(&c.adapter),
@@ -85,6 +91,7 @@ impl Component for EndpointConfig {
     fn validate(&self, path: &str, problems: &mut Problems) {
         match self {
             Self::Memory(c) => c.validate(path, problems),
+            Self::Kafka(c) => c.validate(path, problems),
             Self::RabbitMq(c) => c.validate(path, problems),
             Self::Mqtt(c) => c.validate(path, problems),
             Self::Amqp(c) => c.validate(path, problems),

@@ -78,8 +78,9 @@ pub struct AmqpConfig {
     /// frame (heartbeats are sent at half of it). 0 disables it.
     #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u32,
-    /// The largest message body sent or received; also the links' `max-message-size`.
-    /// A larger record fails with this limit named.
+    /// The largest message body sent or received. A larger record fails with this limit
+    /// named (502); a larger received message is rejected with it. The broker's own
+    /// limit (the link's `max-message-size`) applies to the whole encoded message too.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: u64,
     /// Queues consumed when routes leave the endpoint (bare names; `queue_prefix` is

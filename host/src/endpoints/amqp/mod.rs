@@ -40,8 +40,9 @@ use fe2o3_amqp::types::primitives::{Array, Symbol};
 use fe2o3_amqp::{Connection, Receiver, Session};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -87,6 +88,25 @@ struct Shared {
     session: Mutex<Option<SessionHandle<()>>>,
     /// Woken when a send finds the connection broken, so the supervisor acts at once.
     broken: Notify,
+    /// Asks the supervisor, which owns the connection, for a fresh sending session.
+    sessions: mpsc::Sender<SessionRequest>,
+    /// Where the supervisor reads those requests; taken when it serves the connection.
+    requests: Mutex<Option<mpsc::Receiver<SessionRequest>>>,
+}
+
+/// A request for a fresh session, answered with the session or why not.
+type SessionRequest = oneshot::Sender<Result<SessionHandle<()>, String>>;
+
+impl Shared {
+    /// A fresh session on the same connection.
+    ///
+    /// # Errors
+    /// The connection is gone, or the broker refused the session.
+    async fn new_session(&self) -> Result<SessionHandle<()>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.sessions.send(reply).await.map_err(|_| String::from("the connection is closing"))?;
+        answer.await.unwrap_or_else(|_| Err(String::from("the connection is closing")))
+    }
 }
 
 /// One open connection and what was attached on it.
@@ -158,7 +178,7 @@ pub fn spawn(ctx: ComponentContext, config: &AmqpConfig) -> Result<(TargetSender
     let subscription = config.subscription.clone().unwrap_or_else(|| name.clone());
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (&*ctx.name, &container_id).hash(&mut hasher);
-    let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity);
+    let (tx, rx) = mpsc::channel(config.queue_capacity);
     let endpoint = Arc::new(Endpoint {
         ordering_seed: hasher.finish(),
         health: Health::connecting(Arc::clone(&ctx.name), Arc::clone(&ctx.readiness), format!("connecting to {url}")),
@@ -203,12 +223,12 @@ impl Endpoint {
         let mut connected_before = false;
         while !stop.is_cancelled() {
             let receive = self.wants_receivers();
-            let timeout = Duration::from_millis(self.config.connect_timeout_ms);
+            let deadline = Instant::now() + Duration::from_millis(self.config.connect_timeout_ms);
             let attempt = tokio::select! {
-                attempt = tokio::time::timeout(timeout, self.open(receive)) => attempt,
+                attempt = self.open(receive, deadline) => attempt,
                 () = stop.cancelled() => return,
             };
-            match attempt.unwrap_or(Err(OpenError::Timeout(self.config.connect_timeout_ms))) {
+            match attempt {
                 Ok(opened) => {
                     if connected_before && let Some(stats) = self.ctx.recorder.stats(self.ctx.id) {
                         stats.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -223,7 +243,6 @@ impl Endpoint {
                     let ended = self.serve(&mut connection, receivers, &shared, &stop).await;
                     link.send_replace(None);
                     drop(receiving);
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close()).await;
                     match ended {
                         Ended::Stop => return,
                         Ended::RoutesChanged => {
@@ -246,8 +265,41 @@ impl Endpoint {
         }
     }
 
-    /// Connects, begins the sending session and, when `receive`, attaches the receivers.
-    async fn open(&self, receive: bool) -> Result<Opened, OpenError> {
+    /// Connects, begins the sending session and, when `receive`, attaches the receivers,
+    /// all before `deadline`.
+    async fn open(&self, receive: bool, deadline: Instant) -> Result<Opened, OpenError> {
+        let timed_out = || OpenError::Timeout(self.config.connect_timeout_ms);
+        let (mut connection, shared) =
+            tokio::time::timeout_at(deadline, self.connect()).await.map_err(|_| timed_out())??;
+        if !receive {
+            return Ok(Opened { connection, receiving: None, receivers: Vec::new(), shared });
+        }
+        let mut receivers = Vec::new();
+        let attached = tokio::time::timeout_at(deadline, async {
+            let mut session = Session::begin(&mut connection).await.map_err(step("beginning the receiving session"))?;
+            let topics = self.config.topics.len();
+            for (address, topic) in self.config.sources() {
+                let receiver = self.attach(&mut session, &address, topic, topics).await?;
+                receivers.push((receiver, address));
+            }
+            Ok(session)
+        })
+        .await
+        .unwrap_or_else(|_| Err(timed_out()));
+        match attached {
+            Ok(session) => Ok(Opened { connection, receiving: Some(session), receivers, shared }),
+            Err(e) => {
+                // Closing the connection before the attached receivers drop: a dropped
+                // receiver closes its link, which would delete a durable subscription.
+                close(&mut connection).await;
+                drop(receivers);
+                Err(e)
+            }
+        }
+    }
+
+    /// Connects (TCP, TLS, SASL, `open`) and begins the sending session.
+    async fn connect(&self) -> Result<(ConnectionHandle<()>, Arc<Shared>), OpenError> {
         let broker = &self.broker;
         let tcp = tokio::net::TcpStream::connect((broker.host.as_str(), broker.port))
             .await
@@ -284,18 +336,14 @@ impl Endpoint {
             message: open_error(&e),
         })?;
         let sending = Session::begin(&mut connection).await.map_err(step("beginning the sending session"))?;
-        let shared = Arc::new(Shared { session: Mutex::new(Some(sending)), broken: Notify::new() });
-        if !receive {
-            return Ok(Opened { connection, receiving: None, receivers: Vec::new(), shared });
-        }
-        let mut session = Session::begin(&mut connection).await.map_err(step("beginning the receiving session"))?;
-        let mut receivers = Vec::new();
-        let topics = self.config.topics.len();
-        for (address, topic) in self.config.sources() {
-            let receiver = self.attach(&mut session, &address, topic, topics).await?;
-            receivers.push((receiver, address));
-        }
-        Ok(Opened { connection, receiving: Some(session), receivers, shared })
+        let (sessions, requests) = mpsc::channel(1);
+        let shared = Shared {
+            session: Mutex::new(Some(sending)),
+            broken: Notify::new(),
+            sessions,
+            requests: Mutex::new(Some(requests)),
+        };
+        Ok((connection, Arc::new(shared)))
     }
 
     /// Attaches the receiver of `address`. A topic gets a subscription: durable when
@@ -329,12 +377,16 @@ impl Endpoint {
             .target(Target::builder().build())
             .auto_accept(false)
             .credit_mode(CreditMode::Auto(self.config.prefetch))
-            .max_message_size(self.config.max_message_bytes)
             .attach(session)
             .await
             .map_err(|e| OpenError::Broker {
                 step: format!("attaching a receiver to `{address}`"),
-                message: attach_error(&e.to_string()),
+                message: match &e {
+                    fe2o3_amqp::link::ReceiverAttachError::RemoteClosedWithError(error) => {
+                        format!("the broker refused: {}", describe(error))
+                    }
+                    other => other.to_string(),
+                },
             })
     }
 
@@ -358,27 +410,40 @@ impl Endpoint {
             .collect();
         let mut tick = tokio::time::interval(ROUTES_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let mut requests = lock(&shared.requests).take();
+        let ended = loop {
             tokio::select! {
-                () = stop.cancelled() => return Ended::Stop,
-                Some(end) = running.next() => return match end {
+                () = stop.cancelled() => break Ended::Stop,
+                Some(end) = running.next() => break match end {
                     receive::End::Broken(reason) => Ended::Broken(reason),
                     receive::End::RoutesGone => Ended::RoutesChanged,
                 },
                 closed = connection.on_close() => {
                     let reason = match closed {
                         Ok(()) => String::from("the broker closed the connection"),
-                        Err(e) => connection_error(&e.to_string()),
+                        Err(fe2o3_amqp::connection::Error::RemoteClosedWithError(error)) => {
+                            format!("the broker closed the connection: {}", describe(&error))
+                        }
+                        Err(e) => e.to_string(),
                     };
-                    return Ended::Broken(reason);
+                    break Ended::Broken(reason);
                 }
-                () = shared.broken.notified() => return Ended::Broken(String::from("a send found the connection broken")),
+                () = shared.broken.notified() => break Ended::Broken(String::from("a send found the connection broken")),
+                Some(reply) = next_request(&mut requests) => {
+                    let begun = Session::begin(connection).await.map_err(|e| format!("beginning a session: {e}"));
+                    let _ = reply.send(begun);
+                }
                 _ = tick.tick() => {}
             }
             if !self.ctx.shutdown.sources.is_cancelled() && self.wants_receivers() != receiving {
-                return Ended::RoutesChanged;
+                break Ended::RoutesChanged;
             }
-        }
+        };
+        // Closed while the receivers still exist: dropping a receiver of a live
+        // connection closes its link, which would delete a durable subscription, whereas
+        // a closed connection only detaches it (receivers that ended detached already).
+        close(connection).await;
+        ended
     }
 }
 
@@ -397,16 +462,14 @@ fn describe(error: &definitions::Error) -> String {
     }
 }
 
-/// An attach error as the broker gave it: the library prints the broker's error as a
-/// debug structure, which is shortened to its condition and description.
-fn attach_error(text: &str) -> String {
-    connection_error(text)
-}
-
-/// Shortens the library's debug rendering of a broker error (`Error { condition:
-/// AmqpError(NotFound), description: Some("...") }`) to its readable parts.
-fn connection_error(text: &str) -> String {
-    text.replace("Some(\"", "\"").replace("\"), info: None", "\"").replace(", info: None", "")
+/// A link's failure in words, with the broker's error when it gave one.
+fn link_error(error: &fe2o3_amqp::link::LinkStateError) -> String {
+    use fe2o3_amqp::link::LinkStateError;
+    match error {
+        LinkStateError::RemoteDetachedWithError(e) => format!("the broker detached the link: {}", describe(e)),
+        LinkStateError::RemoteClosedWithError(e) => format!("the broker closed the link: {}", describe(e)),
+        other => other.to_string(),
+    }
 }
 
 /// An open error, with SASL failures said in words.
@@ -416,6 +479,22 @@ fn open_error(error: &fe2o3_amqp::connection::OpenError) -> String {
             format!("SASL authentication failed ({code:?}): wrong username or password")
         }
         other => other.to_string(),
+    }
+}
+
+/// The next request for a session; never, once there can be none.
+async fn next_request(requests: &mut Option<mpsc::Receiver<SessionRequest>>) -> Option<SessionRequest> {
+    match requests {
+        Some(requests) => requests.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Closes `connection`, which detaches every link on it; the broker redelivers what
+/// was not settled.
+async fn close(connection: &mut ConnectionHandle<()>) {
+    if !connection.is_closed() {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close()).await;
     }
 }
 

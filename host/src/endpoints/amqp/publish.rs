@@ -40,6 +40,9 @@ struct Current {
     session: SessionHandle<()>,
     /// One sender link per address, attached on first use.
     senders: HashMap<String, Sender>,
+    /// Sessions given up after the broker refused a link on them, with their links,
+    /// kept until the batch whose outcomes may still need them is done.
+    retired: Vec<(SessionHandle<()>, HashMap<String, Sender>)>,
 }
 
 /// A failure to get a record onto a link: the event's error, and whether the
@@ -82,9 +85,15 @@ impl Publisher {
             self.current = None;
             let session = lock(&shared.session).take();
             match session {
-                Some(session) => self.current = Some(Current { shared, session, senders: HashMap::new() }),
+                Some(session) => {
+                    self.current = Some(Current { shared, session, senders: HashMap::new(), retired: Vec::new() });
+                }
                 None => return target::fail_all(ctx, pending, &endpoint.health.unavailable(), log),
             }
+        }
+        if let Some(current) = &mut self.current {
+            // The outcomes of the last batch are in: its retired sessions can go.
+            current.retired.clear();
         }
         let deadline = Instant::now() + self.send_timeout;
         let mut outcomes = Vec::with_capacity(pending.len());
@@ -187,8 +196,18 @@ impl Publisher {
                     let attached =
                         tokio::time::timeout_at(deadline, self.endpoint.sender(&mut current.session, address))
                             .await
-                            .map_err(|_| timed_out())?
-                            .map_err(|e| self.endpoint.attach_failed(address, &e))?;
+                            .map_err(|_| timed_out())?;
+                    let attached = match attached {
+                        Ok(attached) => attached,
+                        Err(e) => {
+                            if matches!(e, SenderAttachError::RemoteClosedWithError(_)) {
+                                // Artemis mixes up the next link attached on a session with
+                                // the one it just refused; later links go on a fresh session.
+                                current.retire().await;
+                            }
+                            return Err(self.endpoint.attach_failed(address, &e));
+                        }
+                    };
                     current.senders.entry(address.to_owned()).or_insert(attached)
                 }
             };
@@ -205,8 +224,11 @@ impl Publisher {
                     // The link is gone (the broker detached it, or the session ended).
                     current.senders.remove(address);
                     if attempt == 1 || current.session.is_ended() {
-                        let message =
-                            format!("address `{address}`: not sent: {}", super::connection_error(&e.to_string()));
+                        let why = match &e {
+                            SendError::LinkStateError(e) => super::link_error(e),
+                            other => other.to_string(),
+                        };
+                        let message = format!("address `{address}`: not sent: {why}");
                         return Err(Failed(DeliveryError::Unavailable { target, message }, true));
                     }
                 }
@@ -216,20 +238,45 @@ impl Publisher {
     }
 }
 
+impl Current {
+    /// Moves on to a fresh session, keeping the current one and its links until the
+    /// batch is done. When none can be had, the next attach fails on the old one and
+    /// reports the connection broken.
+    async fn retire(&mut self) {
+        match self.shared.new_session().await {
+            Ok(fresh) => {
+                let old = std::mem::replace(&mut self.session, fresh);
+                self.retired.push((old, std::mem::take(&mut self.senders)));
+            }
+            Err(e) => tracing::debug!(error = %e, "no fresh session after a refused link"),
+        }
+    }
+}
+
 impl Endpoint {
-    /// Attaches a sender link to `address`.
+    /// Attaches a sender link to `address`. An attach that meets a stale frame of a link
+    /// the broker refused just before on the same session (the client then reports an
+    /// illegal state) is tried again, once.
     async fn sender(&self, session: &mut SessionHandle<()>, address: &str) -> Result<Sender, SenderAttachError> {
         let mode = match self.config.delivery {
             DeliveryMode::Unsettled => SenderSettleMode::Unsettled,
             DeliveryMode::Settled => SenderSettleMode::Settled,
         };
-        Sender::builder()
-            .name(format!("{}.send.{address}", self.container_id))
-            .target(address.to_owned())
-            .sender_settle_mode(mode)
-            .max_message_size(self.config.max_message_bytes)
-            .attach(session)
-            .await
+        let mut retried = false;
+        loop {
+            let attached = Sender::builder()
+                .name(format!("{}.send.{address}", self.container_id))
+                .target(address.to_owned())
+                .sender_settle_mode(mode.clone())
+                .attach(session)
+                .await;
+            match attached {
+                Err(SenderAttachError::IllegalState | SenderAttachError::NonAttachFrameReceived) if !retried => {
+                    retried = true;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The event's error for a failed attach: the broker refusing the address is the

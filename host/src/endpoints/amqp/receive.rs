@@ -102,7 +102,11 @@ impl Consumer {
 
     /// Why the link broke, in words.
     fn broken(&self, error: &RecvError) -> String {
-        format!("receiving from `{}`: {}", self.address, super::connection_error(&error.to_string()))
+        let why = match error {
+            RecvError::LinkStateError(e) => super::link_error(e),
+            other => other.to_string(),
+        };
+        format!("receiving from `{}`: {why}", self.address)
     }
 
     /// Detaches the link, keeping a durable subscription on the broker.
@@ -125,7 +129,14 @@ impl Consumer {
         let mut unreadable = Vec::new();
         for delivery in deliveries {
             let (info, message) = delivery.into_parts();
-            match message::from_amqp(message, &self.address, endpoint.ctx.id, self.ordering_key) {
+            let limit = endpoint.config.max_message_bytes;
+            let received = message::from_amqp(message, &self.address, endpoint.ctx.id, self.ordering_key);
+            match received.and_then(|record| match record.payload.len() as u64 {
+                n if n > limit => {
+                    Err(format!("the message body is {n} bytes, over the limit of {limit} bytes (`max_message_bytes`)"))
+                }
+                _ => Ok(record),
+            }) {
                 Ok(record) => {
                     infos.push(info);
                     records.push(record);
