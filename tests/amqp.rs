@@ -555,9 +555,10 @@ async fn a_missing_address_or_an_oversized_message_fails_naming_it_and_wrong_cre
 
     let big = "x".repeat(1025);
     let oversized = t.post("/ingest", &text, big).await;
-    assert_eq!(oversized.status, 502, "{}", oversized.text());
+    assert_eq!(oversized.status, 413, "{}", oversized.text());
+    assert_eq!(oversized.json()["error"], "too_large");
     let message = oversized.json()["message"].as_str().expect("a message").to_owned();
-    assert!(message.contains("1025 bytes, over the limit of 1024 bytes (`max_message_bytes`)"), "{message}");
+    assert!(message.contains("the payload is 1025 bytes, over the endpoint's max_message_bytes of 1024"), "{message}");
     let fits = t.post("/ingest", &text, "x".repeat(1024)).await;
     assert_eq!(fits.status, 202, "{}", fits.text());
 

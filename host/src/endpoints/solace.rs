@@ -294,16 +294,8 @@ impl SolaceConfig {
             max_message_bytes: self.max_message_bytes as u64,
             queues: self.queue_in.iter().cloned().collect(),
             topics: self.subscriptions.clone(),
-            consumer: match self.consumer {
-                ConsumerMode::Broadcast => amqp::ConsumerMode::Broadcast,
-                ConsumerMode::Shared => amqp::ConsumerMode::Shared,
-            },
-            tls: amqp::TlsConfig {
-                ca_file: self.tls.ca_file.clone(),
-                client_cert_file: self.tls.client_cert_file.clone(),
-                client_key_file: self.tls.client_key_file.clone(),
-                server_name: None,
-            },
+            consumer: self.consumer,
+            tls: self.tls.clone(),
             ..AmqpConfig::default()
         })
     }
@@ -334,16 +326,9 @@ impl SolaceConfig {
         config.subscription_qos = qos;
         config.max_message_bytes = self.max_message_bytes;
         config.subscriptions = subscriptions;
-        config.consumer = match self.consumer {
-            ConsumerMode::Broadcast => mqtt::ConsumerMode::Broadcast,
-            ConsumerMode::Shared => mqtt::ConsumerMode::Shared,
-        };
+        config.consumer = self.consumer;
         config.broker_label = Some(self.label(&service, scheme));
-        config.tls = mqtt::TlsConfig {
-            ca_file: self.tls.ca_file.clone(),
-            client_cert_file: self.tls.client_cert_file.clone(),
-            client_key_file: self.tls.client_key_file.clone(),
-        };
+        config.tls = self.tls.clone();
         Ok(config)
     }
 }

@@ -26,7 +26,7 @@ pub struct Batches {
     queue: TargetReceiver,
     /// The most deliveries taken at once.
     max_batch: usize,
-    /// The largest record (payload and headers) the endpoint sends.
+    /// The largest payload the endpoint sends.
     max_message_bytes: usize,
     /// The deliveries taken, reused between batches.
     batch: Vec<Delivery>,
@@ -53,10 +53,11 @@ impl Batches {
             let records =
                 ctx.recorder.map_deliveries(adapter, adapter::Direction::Upstream, &call, &route, events, log);
             for record in records {
-                let size = record.size();
+                // The body, as brokers and their clients count a message's size limit.
+                let size = record.payload.len();
                 if size > self.max_message_bytes {
                     let message = format!(
-                        "the record is {size} bytes (payload and headers), over the endpoint's max_message_bytes of {}",
+                        "the payload is {size} bytes, over the endpoint's max_message_bytes of {}",
                         self.max_message_bytes
                     );
                     let target = ctx.name.to_string();

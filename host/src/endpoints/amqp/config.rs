@@ -5,16 +5,14 @@
 //! call [`super::spawn`].
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use serde::Deserialize;
-use tokio_rustls::rustls;
 
 use crate::adapter::AdapterSource;
 use crate::config::{Problems, Secret, redact_url};
+use crate::endpoints::ConsumerMode;
+use crate::endpoints::tls::TlsFiles;
 
 /// The AMQP 1.0 endpoint's settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -110,7 +108,10 @@ pub struct AmqpConfig {
     pub prefetch: u32,
     /// Certificates for `amqps://`.
     #[serde(default)]
-    pub tls: TlsConfig,
+    pub tls: TlsFiles,
+    /// The name the server certificate must carry. Unset: the URL's host.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
     /// How logs and `/readyz` name the broker instead of the redacted URL: set by
     /// endpoints built on this one (Solace names its VPN). Not a configuration field.
     #[serde(skip)]
@@ -144,7 +145,8 @@ impl Default for AmqpConfig {
             durable_subscription: true,
             prefetch: default_prefetch(),
             broker_label: None,
-            tls: TlsConfig::default(),
+            tls: TlsFiles::default(),
+            tls_server_name: None,
         }
     }
 }
@@ -158,38 +160,6 @@ pub enum DeliveryMode {
     Unsettled,
     /// Pre-settled: at most once; the event succeeds once the message is written.
     Settled,
-}
-
-/// How host instances subscribe to topics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsumerMode {
-    /// One subscription per host instance (named after its container id): every
-    /// instance serves every message to its own clients.
-    #[default]
-    Broadcast,
-    /// One subscription shared by every instance (capabilities `shared` and `global`):
-    /// each message reaches one instance.
-    Shared,
-}
-
-/// `tls = { ... }`: certificates for `amqps://`. The server's certificate is checked
-/// against the system trust store plus `ca_file`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file of further CA certificates to trust (a private CA).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM certificate chain presented to the broker (mutual TLS); needs `client_key_file`.
-    #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
-    /// PEM private key of `client_cert_file`.
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
-    /// The name the server certificate must carry. Unset: the URL's host.
-    #[serde(default)]
-    pub server_name: Option<String>,
 }
 
 /// Not `const`: an adapter source owns its name.
@@ -299,7 +269,12 @@ impl AmqpConfig {
                 );
             }
         }
-        self.tls.validate(&format!("{path}.tls"), tls, problems);
+        self.tls.validate(&format!("{path}.tls"), tls, "amqps", problems);
+        problems.check(
+            self.tls_server_name.is_none() || tls != Some(false),
+            format!("{path}.tls_server_name"),
+            "TLS settings need a `amqps://` url",
+        );
     }
 
     /// True when the adapter is the default `builtin:jms`.
@@ -355,7 +330,7 @@ impl AmqpConfig {
             }
             (None, _) => None,
         };
-        let tls = if tls { Some(self.tls.connector(&host)?) } else { None };
+        let tls = if tls { Some(connector(&self.tls, self.tls_server_name.as_deref(), &host)?) } else { None };
         Ok(Broker { host, port, tls, login })
     }
 }
@@ -381,66 +356,20 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-impl TlsConfig {
-    fn validate(&self, path: &str, tls: Option<bool>, problems: &mut Problems) {
-        let files = [
-            ("ca_file", &self.ca_file),
-            ("client_cert_file", &self.client_cert_file),
-            ("client_key_file", &self.client_key_file),
-        ];
-        for (field, file) in files {
-            if let Some(file) = file {
-                problems.check(file.is_file(), format!("{path}.{field}"), format!("{} does not exist", file.display()));
-            }
-        }
-        problems.check(
-            self.client_cert_file.is_some() == self.client_key_file.is_some(),
-            path,
-            "`client_cert_file` and `client_key_file` go together",
-        );
-        let configured = files.iter().any(|(_, file)| file.is_some()) || self.server_name.is_some();
-        problems.check(!configured || tls != Some(false), path, "TLS settings need an `amqps://` url");
-    }
-
-    /// The TLS client for a broker at `host`: the system roots plus `ca_file`, and the
-    /// client certificate when set.
-    ///
-    /// # Errors
-    /// A file that cannot be read or parsed, or a bad server name, named.
-    fn connector(&self, host: &str) -> Result<(tokio_rustls::TlsConnector, ServerName<'static>), String> {
-        let mut roots = rustls::RootCertStore::empty();
-        // Unreadable system certificates are skipped: `ca_file` may be all that is needed.
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        if let Some(file) = &self.ca_file {
-            let certs = CertificateDer::pem_file_iter(file)
-                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-            for cert in certs {
-                roots.add(cert).map_err(|e| format!("{}: {e}", file.display()))?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots);
-        let config = match (&self.client_cert_file, &self.client_key_file) {
-            (Some(cert), Some(key)) => {
-                let chain = CertificateDer::pem_file_iter(cert)
-                    .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                    .map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
-                let key =
-                    PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
-                builder.with_client_auth_cert(chain, key).map_err(|e| format!("the client certificate: {e}"))?
-            }
-            _ => builder.with_no_client_auth(),
-        };
-        let name = self.server_name.as_deref().unwrap_or(host);
-        let server = ServerName::try_from(name.to_owned()).map_err(|e| format!("server name `{name}`: {e}"))?;
-        Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), server))
-    }
+/// The TLS client for a broker at `host`, checking the certificate for `server_name`
+/// (else `host`).
+///
+/// # Errors
+/// A file that cannot be read or parsed, or a bad server name, named.
+fn connector(
+    files: &TlsFiles,
+    server_name: Option<&str>,
+    host: &str,
+) -> Result<(tokio_rustls::TlsConnector, ServerName<'static>), String> {
+    let config = files.client_config()?;
+    let name = server_name.unwrap_or(host);
+    let server = ServerName::try_from(name.to_owned()).map_err(|e| format!("server name `{name}`: {e}"))?;
+    Ok((tokio_rustls::TlsConnector::from(config), server))
 }
 
 /// Parses an AMQP 1.0 URL. Errors never repeat its password.

@@ -46,7 +46,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use config::{AmqpConfig, ConsumerMode, DeliveryMode, TlsConfig, parse_url};
+pub use config::{AmqpConfig, DeliveryMode, parse_url};
+
+use crate::endpoints::ConsumerMode;
 
 use crate::adapter::{self, Adapter};
 use crate::endpoints::link::{Backoff, Health};

@@ -115,14 +115,6 @@ impl Publisher {
             Ok(out) => out,
             Err(message) => return fail(DeliveryError::Target { target, message }),
         };
-        if record.payload.len() as u64 > config.max_message_bytes {
-            let message = format!(
-                "address `{address}`: the message body is {} bytes, over the limit of {} bytes (`max_message_bytes`)",
-                record.payload.len(),
-                config.max_message_bytes
-            );
-            return fail(DeliveryError::Target { target, message });
-        }
         let settled = config.delivery == DeliveryMode::Settled;
         let sendable = Sendable::builder().message(message).settled(settled).build();
         let sent = match self.send_on_link(&address, &sendable, deadline).await {

@@ -8,6 +8,8 @@ use serde::Deserialize;
 
 use crate::adapter::AdapterSource;
 use crate::config::{Problems, Secret};
+use crate::endpoints::ConsumerMode;
+use crate::endpoints::tls::TlsFiles;
 
 /// The longest topic name Kafka accepts.
 const MAX_TOPIC_CHARS: usize = 249;
@@ -120,19 +122,6 @@ pub struct KafkaConfig {
     /// librdkafka properties for the consumer only.
     #[serde(default)]
     pub consumer_properties: BTreeMap<String, Secret>,
-}
-
-/// How a replica consumes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsumerMode {
-    /// A consumer group per host instance: every replica serves every record to its own
-    /// clients, and a restarted replica resumes from its group's committed offsets.
-    #[default]
-    Broadcast,
-    /// One consumer group, `group_id`: the partitions are spread over the replicas, and
-    /// each record reaches one of them.
-    Shared,
 }
 
 /// `auto.offset.reset`.
@@ -456,22 +445,14 @@ impl KafkaConfig {
 }
 
 impl TlsConfig {
+    /// The files, checked as every endpoint checks them (TLS is on whenever `tls` is set).
     fn validate(&self, path: &str, problems: &mut Problems) {
-        let files = [
-            ("ca_file", &self.ca_file),
-            ("client_cert_file", &self.client_cert_file),
-            ("client_key_file", &self.client_key_file),
-        ];
-        for (field, file) in files {
-            if let Some(file) = file {
-                problems.check(file.is_file(), format!("{path}.{field}"), format!("{} does not exist", file.display()));
-            }
-        }
-        problems.check(
-            self.client_cert_file.is_some() == self.client_key_file.is_some(),
-            path,
-            "`client_cert_file` and `client_key_file` go together",
-        );
+        let files = TlsFiles {
+            ca_file: self.ca_file.clone(),
+            client_cert_file: self.client_cert_file.clone(),
+            client_key_file: self.client_key_file.clone(),
+        };
+        files.validate(path, Some(true), "SSL", problems);
     }
 }
 

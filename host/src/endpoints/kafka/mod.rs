@@ -43,7 +43,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use config::{Acks, Compression, ConsumerMode, KafkaConfig, OffsetReset, SaslConfig, SaslMechanism, TlsConfig};
+pub use config::{Acks, Compression, KafkaConfig, OffsetReset, SaslConfig, SaslMechanism, TlsConfig};
+
+use crate::endpoints::ConsumerMode;
 
 use crate::adapter::{self, Adapter};
 use crate::endpoints::link::{Backoff, Health};

@@ -6,16 +6,14 @@
 //! [`MqttConfig::new`] fills the defaults.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use rumqttc::v5::mqttbytes::QoS;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
 use crate::adapter::AdapterSource;
 use crate::config::{Problems, Secret};
+use crate::endpoints::ConsumerMode;
+use crate::endpoints::tls::TlsFiles;
 
 /// The port of `mqtt://` without one.
 const MQTT_PORT: u16 = 1883;
@@ -98,41 +96,11 @@ pub struct MqttConfig {
     pub subscription_qos: u8,
     /// Certificates for `mqtts://`.
     #[serde(default)]
-    pub tls: TlsConfig,
+    pub tls: TlsFiles,
     /// How logs and `/readyz` name the broker instead of its address: set by endpoints
     /// built on this one (Solace names its VPN). Not a configuration field.
     #[serde(skip)]
     pub broker_label: Option<String>,
-}
-
-/// How a replica subscribes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsumerMode {
-    /// Each host instance subscribes with its own client id: every replica serves
-    /// every message to its own clients.
-    #[default]
-    Broadcast,
-    /// Each filter as `$share/<group>/<filter>`: the broker gives each message to one
-    /// replica of the group.
-    Shared,
-}
-
-/// `tls = { ... }`: certificates for `mqtts://`. The broker's certificate is checked
-/// against the system trust store (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured)
-/// plus `ca_file`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file of further CA certificates to trust (a private CA).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM certificate chain presented to the broker (mutual TLS); needs `client_key_file`.
-    #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
-    /// PEM private key of `client_cert_file`.
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
 }
 
 /// Where the broker is, parsed from [`MqttConfig::url`].
@@ -212,7 +180,7 @@ impl MqttConfig {
             share_group: None,
             subscriptions: Vec::new(),
             subscription_qos: default_qos(),
-            tls: TlsConfig::default(),
+            tls: TlsFiles::default(),
             broker_label: None,
         }
     }
@@ -272,7 +240,7 @@ impl MqttConfig {
                 problems.add(format!("{path}.subscriptions[{i}]"), message);
             }
         }
-        self.tls.validate(&format!("{path}.tls"), tls, problems);
+        self.tls.validate(&format!("{path}.tls"), tls, "mqtts", problems);
     }
 
     /// The client id of this host instance.
@@ -354,70 +322,6 @@ pub fn parse_url(text: &str) -> Result<BrokerAddress, String> {
     }
     let port = url.port().unwrap_or(if tls { MQTTS_PORT } else { MQTT_PORT });
     Ok(BrokerAddress { host, port, tls })
-}
-
-impl TlsConfig {
-    fn validate(&self, path: &str, tls: Option<bool>, problems: &mut Problems) {
-        let files = [
-            ("ca_file", &self.ca_file),
-            ("client_cert_file", &self.client_cert_file),
-            ("client_key_file", &self.client_key_file),
-        ];
-        for (field, file) in files {
-            if let Some(file) = file {
-                problems.check(file.is_file(), format!("{path}.{field}"), format!("{} does not exist", file.display()));
-            }
-        }
-        problems.check(
-            self.client_cert_file.is_some() == self.client_key_file.is_some(),
-            path,
-            "`client_cert_file` and `client_key_file` go together",
-        );
-        let configured = files.iter().any(|(_, file)| file.is_some());
-        problems.check(!configured || tls != Some(false), path, "TLS settings need an `mqtts://` url");
-    }
-
-    /// The rustls client settings: the system roots plus `ca_file`, and the client
-    /// certificate when set.
-    ///
-    /// # Errors
-    /// A file that cannot be read or parsed, named.
-    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        // Certificates the store cannot parse are skipped, as browsers do.
-        let native = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(native.certs);
-        if let Some(ca) = &self.ca_file {
-            for cert in certificates(ca)? {
-                roots.add(cert).map_err(|e| format!("{}: {e}", ca.display()))?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots);
-        let config = match (&self.client_cert_file, &self.client_key_file) {
-            (Some(cert), Some(key)) => {
-                let chain = certificates(cert)?;
-                let key =
-                    PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
-                builder.with_client_auth_cert(chain, key).map_err(|e| format!("the client certificate: {e}"))?
-            }
-            _ => builder.with_no_client_auth(),
-        };
-        Ok(Arc::new(config))
-    }
-}
-
-/// The PEM certificates of `file`.
-fn certificates(file: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
-    let read = CertificateDer::pem_file_iter(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let certs = read.collect::<Result<Vec<_>, _>>().map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", file.display()));
-    }
-    Ok(certs)
 }
 
 #[cfg(test)]
@@ -511,6 +415,6 @@ mod tests {
         let config: MqttConfig = toml::from_str(&fields.replace("mqtt://", "mqtts://")).expect("valid");
         let error = config.tls.client_config().expect_err("no certificate in it");
         assert_eq!(error, format!("{} holds no PEM certificate", ca.display()));
-        assert!(TlsConfig::default().client_config().is_ok(), "the system roots alone");
+        assert!(TlsFiles::default().client_config().is_ok(), "the system roots alone");
     }
 }

@@ -15,12 +15,15 @@
 //!   connection ends first, the broker redelivers it on the next one (when the session
 //!   is persistent: `session_expiry_s` > 0).
 //!
-//! While the bus is full the consumer waits and reads nothing more; the broker sends at
-//! most `receive_maximum` unacknowledged QoS 1 and 2 messages. At shutdown it stops
+//! While the bus is full the consumer waits and takes nothing more; the broker should
+//! send at most `receive_maximum` unacknowledged QoS 1 and 2 messages, which the driver
+//! holds meanwhile (it keeps polling, so that publishing, pings and acknowledgements go
+//! on). At shutdown it stops
 //! reading and leaves what it did not hand over unacknowledged, for the broker to
 //! deliver again when the session resumes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rumqttc::v5::AsyncClient;
 use rumqttc::v5::mqttbytes::v5::Publish;
@@ -55,7 +58,7 @@ impl Consumer {
 
     /// Consumes until the connection ends or the routes go. When the host stops its
     /// sources, it stops consuming and then waits for the session to be closed.
-    pub(super) async fn run(self, mut received: mpsc::Receiver<Publish>) -> End {
+    pub(super) async fn run(self, mut received: mpsc::UnboundedReceiver<Publish>, held: Arc<AtomicUsize>) -> End {
         let sources = self.endpoint.ctx.shutdown.sources.clone();
         let max_batch = self.endpoint.config.max_batch;
         loop {
@@ -77,6 +80,7 @@ impl Consumer {
                     Err(_) => break,
                 }
             }
+            held.fetch_sub(batch.len(), Ordering::Relaxed);
             if let Some(end) = self.hand_over(batch).await {
                 return end;
             }

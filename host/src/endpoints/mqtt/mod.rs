@@ -26,9 +26,10 @@ mod publish;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode, Filter, Packet, PubAckReason, PubCompReason, PubRecReason, Publish,
 };
@@ -39,7 +40,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use config::{BrokerAddress, ConsumerMode, MqttConfig, TlsConfig, check_filter, parse_url, qos};
+pub use config::{BrokerAddress, MqttConfig, check_filter, parse_url, qos};
 use publish::{Answer, Inflight};
 
 use crate::adapter::{self, Adapter};
@@ -167,12 +168,16 @@ pub fn spawn(ctx: ComponentContext, config: &MqttConfig) -> Result<(TargetSender
 }
 
 impl Endpoint {
-    /// True when the endpoint should subscribe: routes leave it, it has filters, and
-    /// the host is not stopping its sources.
+    /// True when the endpoint consumes: it has filters and routes leave it. Its
+    /// session is then kept, also while the host stops its sources.
+    fn routed(&self) -> bool {
+        !self.filters.is_empty() && !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty()
+    }
+
+    /// True when the endpoint should subscribe: it is [`routed`](Self::routed) and the
+    /// host is not stopping its sources.
     fn wants_consumer(&self) -> bool {
-        !self.filters.is_empty()
-            && !self.ctx.shutdown.sources.is_cancelled()
-            && !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty()
+        self.routed() && !self.ctx.shutdown.sources.is_cancelled()
     }
 
     /// Connects, serves, and reconnects until `stop`. `link` carries the live session
@@ -232,14 +237,14 @@ impl Endpoint {
     }
 
     /// The client options of one connection attempt.
-    fn options(&self, consume: bool) -> MqttOptions {
+    fn options(&self) -> MqttOptions {
         let config = &self.config;
         let mut options = MqttOptions::new(self.client_id.clone(), self.address.host.clone(), self.address.port);
         options.set_keep_alive(Duration::from_secs(u64::from(config.keep_alive_s)));
         // A session is kept only while the endpoint consumes: without subscriptions
         // there is nothing to keep, and an old session's subscriptions would deliver
-        // messages nobody takes.
-        let persistent = consume && config.session_expiry_s > 0;
+        // messages nobody takes. A host stopping its sources keeps it for the next start.
+        let persistent = self.routed() && config.session_expiry_s > 0;
         options.set_clean_start(!persistent);
         options.set_session_expiry_interval(persistent.then_some(config.session_expiry_s));
         options.set_receive_maximum(Some(config.receive_maximum));
@@ -248,7 +253,7 @@ impl Endpoint {
         options.set_manual_acks(true);
         // Room for a whole batch of publishes and every acknowledgement of the messages
         // the broker may send ahead, so that queueing a request never waits.
-        options.set_request_channel_capacity(config.max_batch + usize::from(config.receive_maximum) + 64);
+        options.set_request_channel_capacity(2 * (config.max_batch + usize::from(config.receive_maximum)) + 64);
         options.set_connection_timeout(config.connect_timeout_ms.div_ceil(1000));
         if let Some(username) = &config.username {
             let password = config.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
@@ -262,7 +267,7 @@ impl Endpoint {
 
     /// Connects and waits for CONNACK; when `consume`, subscribes and waits for SUBACK.
     async fn open(&self, consume: bool) -> Result<Opened, String> {
-        let (client, mut eventloop) = AsyncClient::new(self.options(consume), 16);
+        let (client, mut eventloop) = AsyncClient::new(self.options(), 16);
         let connack = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(connack))) => connack,
             Ok(other) => return Err(format!("expected CONNACK, got {other:?}")),
@@ -313,19 +318,27 @@ impl Endpoint {
         consuming: bool,
         stop: &CancellationToken,
     ) -> Ended {
-        // QoS 1 and 2 messages are bounded by `receive_maximum`; the rest is room for QoS 0.
-        let capacity = usize::from(self.config.receive_maximum) + self.config.max_batch;
-        let (to_consumer, from_driver) = mpsc::channel(capacity.max(received.len()));
+        // Unbounded, so that the driver never waits for the consumer: it must keep
+        // polling to send acknowledgements and pings and to settle publishes. What it
+        // holds is bounded by `receive_maximum` for QoS 1 and 2 (when the broker keeps
+        // to it) and by `held` below for QoS 0.
+        let (to_consumer, from_driver) = mpsc::unbounded_channel();
+        let inbox = Inbox {
+            sender: to_consumer,
+            held: Arc::default(),
+            qos0_room: usize::from(self.config.receive_maximum) + self.config.max_batch,
+        };
         for publish in received {
-            // The capacity covers them.
-            let _ = to_consumer.try_send(publish);
+            inbox.push(publish);
         }
+        let held = Arc::clone(&inbox.held);
         // Polled only here, never cancelled mid-way: a cancelled poll could lose a
         // packet it was writing.
-        let mut driver = tokio::spawn(drive(eventloop, Arc::clone(session), consuming.then_some(to_consumer)));
+        let mut driver =
+            tokio::spawn(drive(eventloop, Arc::clone(session), consuming.then_some(inbox)).in_current_span());
         let consumer = async {
             if consuming {
-                consume::Consumer::new(Arc::clone(self), session.client.clone()).run(from_driver).await
+                consume::Consumer::new(Arc::clone(self), session.client.clone()).run(from_driver, held).await
             } else {
                 drop(from_driver);
                 std::future::pending().await
@@ -362,7 +375,7 @@ impl Endpoint {
 
 /// Polls the event loop until the connection ends, and returns why: settles publishes
 /// with the broker's answers and passes received messages to the consumer.
-async fn drive(mut eventloop: EventLoop, session: Arc<Session>, consumer: Option<mpsc::Sender<Publish>>) -> String {
+async fn drive(mut eventloop: EventLoop, session: Arc<Session>, inbox: Option<Inbox>) -> String {
     loop {
         let event = match eventloop.poll().await {
             Ok(event) => event,
@@ -393,19 +406,38 @@ async fn drive(mut eventloop: EventLoop, session: Arc<Session>, consumer: Option
                 inflight.answered(comp.pkid, answer);
             }
             Event::Incoming(Packet::Publish(publish)) => {
-                let Some(consumer) = &consumer else { continue };
-                if publish.qos == rumqttc::v5::mqttbytes::QoS::AtMostOnce {
-                    // QoS 0 is not flow-controlled by the broker; at most once, it is
-                    // dropped (and said so) rather than stalling the connection.
-                    if consumer.try_send(publish).is_err() {
-                        tracing::warn!("a QoS 0 message arrived while the consumer was full; dropped");
-                    }
-                } else if consumer.send(publish).await.is_err() {
+                if let Some(inbox) = &inbox
+                    && !inbox.push(publish)
+                {
                     return String::from("the consumer stopped");
                 }
             }
             _ => {}
         }
+    }
+}
+
+/// Received messages on their way from the driver to the consumer.
+struct Inbox {
+    /// To the consumer.
+    sender: mpsc::UnboundedSender<Publish>,
+    /// Messages sent and not yet taken by the consumer.
+    held: Arc<AtomicUsize>,
+    /// How many may be held before a QoS 0 message is dropped.
+    qos0_room: usize,
+}
+
+impl Inbox {
+    /// Passes `publish` on. False when the consumer is gone.
+    fn push(&self, publish: Publish) -> bool {
+        if publish.qos == QoS::AtMostOnce && self.held.load(Ordering::Relaxed) >= self.qos0_room {
+            // The broker does not flow-control QoS 0: at most once, such a message is
+            // dropped (and said so) while the consumer is this far behind.
+            tracing::warn!(held = self.qos0_room, "a QoS 0 message arrived while the consumer was full; dropped");
+            return true;
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        self.sender.send(publish).is_ok()
     }
 }
 

@@ -179,13 +179,8 @@ impl Publisher {
         let refused = |message: String| DeliveryError::Target { target: self.target(), message };
         let Outgoing { topic, qos, retain, properties } =
             message::to_publish(record, config::qos(config.qos), config.retain).map_err(&refused)?;
+        // `max_message_bytes` was checked when the batch was taken (`target::Batches`).
         let size = record.payload.len();
-        if size > config.max_message_bytes {
-            return Err(refused(format!(
-                "topic `{topic}`: the payload is {size} bytes, over the endpoint's limit `max_message_bytes` = {}",
-                config.max_message_bytes
-            )));
-        }
         let outgoing = Outgoing { topic, qos, retain, properties };
         if let Some(max) = session.max_packet_bytes
             && outgoing.packet_bytes(size) > max

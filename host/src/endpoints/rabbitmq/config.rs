@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::adapter::AdapterSource;
 use crate::config::{Problems, Secret, redact_url};
 use crate::endpoints::ConsumerMode;
+use crate::endpoints::tls::TlsFiles;
 
 /// The longest AMQP 0-9-1 short string (exchange, queue and routing key names).
 const MAX_SHORT_STRING: usize = 255;
@@ -46,7 +47,7 @@ pub struct RabbitMqConfig {
     /// are awaited together; also the most consumed messages handed over at once.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
-    /// The largest record (payload and headers) published; a larger one fails with
+    /// The largest payload published; a larger record fails with
     /// outcome `too_large` (HTTP 413) naming this limit. RabbitMQ's own default limit
     /// is 128 MiB (`max_message_size`); large messages also hold the broker's memory.
     #[serde(default = "default_max_message_bytes")]
@@ -82,24 +83,7 @@ pub struct RabbitMqConfig {
     pub prefetch: u16,
     /// Certificates for `amqps://` URLs.
     #[serde(default)]
-    pub tls: TlsConfig,
-}
-
-/// `tls = { ... }`: certificates for `amqps://`. The server's certificate is checked
-/// against the system trust store (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured)
-/// plus `ca_file`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file of further CA certificates to trust (a private CA).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM certificate chain presented to the broker (mutual TLS); needs `client_key_file`.
-    #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
-    /// PEM PKCS#8 private key of `client_cert_file`.
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
+    pub tls: TlsFiles,
 }
 
 /// Not `const`: an adapter source owns its name.
@@ -189,7 +173,8 @@ impl RabbitMqConfig {
                 "the endpoint's `exchange` is already the default adapter's `exchange` setting; set only one",
             );
         }
-        self.tls.validate(&format!("{path}.tls"), scheme, problems);
+        let tls = scheme.map(|scheme| scheme == AMQPScheme::AMQPS);
+        self.tls.validate(&format!("{path}.tls"), tls, "amqps", problems);
     }
 
     /// True when the adapter is the default `builtin:rabbitmq`.
@@ -216,43 +201,21 @@ impl RabbitMqConfig {
     }
 }
 
-impl TlsConfig {
-    fn validate(&self, path: &str, scheme: Option<AMQPScheme>, problems: &mut Problems) {
-        let files = [
-            ("ca_file", &self.ca_file),
-            ("client_cert_file", &self.client_cert_file),
-            ("client_key_file", &self.client_key_file),
-        ];
-        for (field, file) in files {
-            if let Some(file) = file {
-                problems.check(file.is_file(), format!("{path}.{field}"), format!("{} does not exist", file.display()));
-            }
+/// Reads the TLS files into the client library's settings (lapin takes PEM text).
+///
+/// # Errors
+/// A file that cannot be read, named.
+pub fn load_tls(files: &TlsFiles) -> Result<OwnedTLSConfig, String> {
+    let read =
+        |file: &PathBuf| std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()));
+    let cert_chain = files.ca_file.as_ref().map(read).transpose()?;
+    let identity = match (&files.client_cert_file, &files.client_key_file) {
+        (Some(cert), Some(key)) => {
+            Some(OwnedIdentity::PKCS8 { pem: read(cert)?.into_bytes(), key: read(key)?.into_bytes() })
         }
-        problems.check(
-            self.client_cert_file.is_some() == self.client_key_file.is_some(),
-            path,
-            "`client_cert_file` and `client_key_file` go together",
-        );
-        let configured = files.iter().any(|(_, file)| file.is_some());
-        problems.check(!configured || scheme != Some(AMQPScheme::AMQP), path, "TLS settings need an `amqps://` url");
-    }
-
-    /// Reads the files into the client library's TLS settings.
-    ///
-    /// # Errors
-    /// A file that cannot be read, named.
-    pub fn load(&self) -> Result<OwnedTLSConfig, String> {
-        let read =
-            |file: &PathBuf| std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()));
-        let cert_chain = self.ca_file.as_ref().map(read).transpose()?;
-        let identity = match (&self.client_cert_file, &self.client_key_file) {
-            (Some(cert), Some(key)) => {
-                Some(OwnedIdentity::PKCS8 { pem: read(cert)?.into_bytes(), key: read(key)?.into_bytes() })
-            }
-            _ => None,
-        };
-        Ok(OwnedTLSConfig { identity, cert_chain })
-    }
+        _ => None,
+    };
+    Ok(OwnedTLSConfig { identity, cert_chain })
 }
 
 /// Parses an AMQP URL. Errors never repeat the URL's password.
@@ -353,11 +316,11 @@ mod tests {
         let fields = format!("url = \"amqp://h\"\ntls = {{ ca_file = \"{}\" }}", ca.display());
         assert_eq!(problems(&fields), ["endpoints.rmq.tls: TLS settings need an `amqps://` url"]);
         let config = parse(&fields.replace("amqp://", "amqps://"));
-        let loaded = config.tls.load().expect("readable");
+        let loaded = load_tls(&config.tls).expect("readable");
         assert!(loaded.cert_chain.is_some_and(|pem| pem.starts_with("-----BEGIN CERTIFICATE-----")));
         assert!(loaded.identity.is_none());
         std::fs::remove_file(&ca).expect("removed");
-        assert!(config.tls.load().expect_err("gone").starts_with(&format!("cannot read {}", ca.display())));
+        assert!(load_tls(&config.tls).expect_err("gone").starts_with(&format!("cannot read {}", ca.display())));
     }
 
     #[test]

@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use config::{RabbitMqConfig, TlsConfig, parse_url};
+pub use config::{RabbitMqConfig, load_tls, parse_url};
 
 use crate::adapter::{self, Adapter};
 use crate::endpoints::ConsumerMode;
@@ -146,7 +146,7 @@ pub fn spawn(ctx: ComponentContext, config: &RabbitMqConfig) -> Result<(TargetSe
     let adapter = ctx.adapters.load(&ctx.name, &config.adapter, adapter::Role::Endpoint, &config.adapter_settings())?;
     ctx.readiness.watch_adapter(adapter.clone());
     let uri = parse_url(config.url.expose()).map_err(&invalid)?;
-    let tls = config.tls.load().map_err(|e| invalid(format!("tls: {e}")))?;
+    let tls = load_tls(&config.tls).map_err(|e| invalid(format!("tls: {e}")))?;
     let routed = !ctx.routes.snapshot().from_source(ctx.id).is_empty();
     if routed && config.consumer == ConsumerMode::Broadcast && config.bind_exchange.is_none() {
         return Err(invalid(String::from(
