@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR ?= $(CACHE)/target
 CONFIG ?= config.toml
 BIN := $(CARGO_TARGET_DIR)/release/mediation-host
 
-.PHONY: run test setup build lint unit brokers browser bench
+.PHONY: run test setup build lint unit brokers browser bench bench-brokers
 
 ## Run the host on the quickstart configuration (no broker needed).
 run: build
@@ -42,3 +42,9 @@ browser: build
 ## Criterion benchmarks (not part of `make test`: numbers go to docs/benchmarks.md).
 bench: setup
 	cargo bench --locked -p mediation-host --bench pipeline
+
+## Broker benchmarks, one broker per call (not part of `make test`; docs/benchmarks.md, "Brokers"):
+## `make bench-brokers BROKER=rabbitmq` (or kafka, mqtt, artemis).
+BROKER ?= rabbitmq
+bench-brokers: setup
+	bash scripts/bench-brokers.sh $(BROKER)

@@ -9,6 +9,10 @@
 //! catches up, and each payload carries its real send time, so latency is measured
 //! from the moment it left. One publisher (the default) makes the order check
 //! global; more keep the rate when one `POST`'s round trip is longer than `1 / rate`.
+//!
+//! With [`Via::Broker`] the publishers write straight into a broker with its own
+//! protocol instead (the host consumes from it), each message waiting for the
+//! broker's confirmation before the next, so the order argument holds the same way.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,12 +22,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use hyper::Method;
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::histogram::{Histogram, ms};
 use crate::http::{Connection, Metrics};
 use crate::payload::{self, Marker};
+use crate::producer::{Destination, Producer, Settled};
 use crate::raw::{self, Held, Stall};
 use crate::subscriber::{Shared, Subscriber, Tally};
 use crate::target::Target;
@@ -40,11 +46,80 @@ const PUBLISH_OVERRUN: Duration = Duration::from_secs(10);
 /// How often the host's memory is sampled during the run.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
+/// Where the publishers send.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// The host: `POST` to this URL.
+    Host(Target),
+    /// Straight into a broker the host consumes from.
+    Broker(Destination),
+    /// One line per payload into this file, for a broker's console producer to send.
+    Lines(std::path::PathBuf),
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Host(target) => write!(f, "{target}"),
+            Self::Broker(Destination::Broker { protocol, to, .. }) => write!(f, "{protocol:?} {to}"),
+            Self::Broker(Destination::WebSocket { target, .. }) => write!(f, "{target}"),
+            Self::Lines(path) => write!(f, "lines into {}", path.display()),
+        }
+    }
+}
+
+/// One publisher's connection.
+#[derive(Debug)]
+enum Publisher {
+    /// A keep-alive HTTP connection to the host.
+    Host(Connection, Target),
+    /// A broker client.
+    Broker(Producer),
+    /// The file lines go to.
+    Lines(tokio::fs::File),
+}
+
+impl Publisher {
+    async fn open(via: &Via, index: usize) -> Result<Self, Error> {
+        match via {
+            Via::Host(target) => Ok(Self::Host(Connection::open(target).await?, target.clone())),
+            Via::Broker(destination) => Ok(Self::Broker(destination.open(index).await?)),
+            Via::Lines(path) => Ok(Self::Lines(tokio::fs::OpenOptions::new().append(true).open(path).await?)),
+        }
+    }
+
+    /// Publishes one message and waits for the answer: the HTTP status, or 200 for
+    /// a broker's confirmation (or a line written) and 500 for its refusal.
+    async fn send(&mut self, seq: u64, body: Vec<u8>) -> Result<u16, Error> {
+        match self {
+            Self::Host(connection, target) => {
+                let body = Bytes::from(body);
+                let (status, _) =
+                    connection.send(Method::POST, &target.path_and_query, Some("application/json"), body).await?;
+                Ok(status.as_u16())
+            }
+            Self::Broker(producer) => {
+                let confirm = producer.send(seq, body).await?;
+                producer.flush().await?;
+                Ok(if confirm.await == Settled::Confirmed { 200 } else { 500 })
+            }
+            Self::Lines(file) => {
+                // A payload is one line of JSON: `payload::build` writes no line break.
+                let mut line = body;
+                line.push(b'\n');
+                file.write_all(&line).await?;
+                file.flush().await?;
+                Ok(200)
+            }
+        }
+    }
+}
+
 /// What a `fanout` run needs.
 #[derive(Debug)]
 pub struct Plan {
-    /// Where messages are published (`POST`).
-    pub publish: Target,
+    /// Where messages are published.
+    pub via: Via,
     /// Where subscribers connect (`ws://` or `http://` for SSE).
     pub subscribe: Target,
     /// Subscribers that read.
@@ -68,7 +143,8 @@ pub struct Plan {
 struct Published {
     /// Messages the host accepted (2xx).
     accepted: u64,
-    /// Answers by status code; `0` counts connection failures.
+    /// Answers by status code; `0` counts connection failures. A broker's
+    /// confirmation counts as 200, its refusal as 500.
     statuses: BTreeMap<u16, u64>,
     /// When the first message left and the last answer came, on the run's clock.
     first_us: u64,
@@ -214,11 +290,11 @@ async fn publish_all(plan: &Plan, shared: &Arc<Shared>) -> Result<Published, Err
     let start = tokio::time::Instant::now();
     let schedule = Schedule { total, period, start, hard_stop: start + plan.duration + PUBLISH_OVERRUN };
     let mut publishers = JoinSet::new();
-    for first in 0..plan.publishers as u64 {
-        let connection = Connection::open(&plan.publish).await?;
-        let (target, shared) = (plan.publish.clone(), Arc::clone(shared));
+    for first in 0..plan.publishers {
+        let publisher = Publisher::open(&plan.via, first).await?;
+        let (via, shared) = (plan.via.clone(), Arc::clone(shared));
         let (step, size) = (plan.publishers as u64, plan.payload_bytes);
-        publishers.spawn(async move { publish(connection, target, shared, schedule, first, step, size).await });
+        publishers.spawn(async move { publish(publisher, via, shared, schedule, first, step, size).await });
     }
     let mut all = Published { first_us: u64::MAX, ..Published::default() };
     while let Some(joined) = publishers.join_next().await {
@@ -247,29 +323,28 @@ struct Schedule {
 }
 
 /// One publisher: sequences `first`, `first + step`, ... each at its due time, one
-/// `POST` after another on `connection`.
+/// message after another on `publisher`.
 async fn publish(
-    mut connection: Connection,
-    target: Target,
+    mut publisher: Publisher,
+    via: Via,
     shared: Arc<Shared>,
     schedule: Schedule,
-    first: u64,
+    first: usize,
     step: u64,
     payload_bytes: usize,
 ) -> Result<Published, Error> {
     let mut published = Published { first_us: shared.now_us(), ..Published::default() };
-    for seq in (first..schedule.total).step_by(usize::try_from(step).unwrap_or(1)) {
+    for seq in (first as u64..schedule.total).step_by(usize::try_from(step).unwrap_or(1)) {
         let due = schedule.start + schedule.period * u32::try_from(seq).unwrap_or(u32::MAX);
         if due >= schedule.hard_stop {
             break;
         }
         tokio::time::sleep_until(due).await;
         let marker = Marker { run: shared.run, seq, sent_us: shared.now_us() };
-        let body = Bytes::from(payload::build(marker, payload_bytes));
-        match connection.send(Method::POST, &target.path_and_query, Some("application/json"), body).await {
-            Ok((status, _)) => {
-                *published.statuses.entry(status.as_u16()).or_default() += 1;
-                if status.is_success() {
+        match publisher.send(seq, payload::build(marker, payload_bytes)).await {
+            Ok(status) => {
+                *published.statuses.entry(status).or_default() += 1;
+                if (200..300).contains(&status) {
                     published.accepted += 1;
                 }
             }
@@ -277,7 +352,7 @@ async fn publish(
                 // Whether the host took this one cannot be told now; subscribers
                 // count it as missing if it never arrives. Reconnect and go on.
                 *published.statuses.entry(0).or_default() += 1;
-                connection = Connection::open(&target).await?;
+                publisher = Publisher::open(&via, first).await?;
             }
         }
     }
@@ -323,12 +398,13 @@ fn report(
     let slow_consumers = metrics_after.map(|m| m.sum("mediation_slow_consumers_total"));
 
     println!(
-        "fanout: {} subscribers ({} connected, {} stalled) at {}, {} msg/s by {} publishers for {} s, {}-byte payloads",
+        "fanout: {} subscribers ({} connected, {} stalled) at {}, {} msg/s to {} by {} publishers for {} s, {}-byte payloads",
         plan.subscribers,
         tallies.len(),
         plan.stalled,
         plan.subscribe,
         plan.rate,
+        plan.via,
         plan.publishers,
         plan.duration.as_secs(),
         plan.payload_bytes
@@ -372,6 +448,7 @@ fn report(
     }
     let summary = json!({
         "mode": "fanout",
+        "publish": plan.via.to_string(),
         "subscribe": plan.subscribe.to_string(),
         "subscribers": plan.subscribers,
         "connected": tallies.len(),

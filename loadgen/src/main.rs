@@ -1,15 +1,21 @@
 //! `loadgen`: the mediation host's load generator.
 //!
-//! Three modes, each bounded in count and time and stopping by itself, and each
+//! Five modes, each bounded in count and time and stopping by itself, and each
 //! sending only to `127.0.0.1`:
 //!
 //! - `ingest`: keep-alive HTTP `POST` load; requests/s, statuses, latency.
-//! - `fanout`: N WebSocket or SSE subscribers and one publisher at a fixed rate;
+//! - `fanout`: N WebSocket or SSE subscribers and one publisher at a fixed rate,
+//!   through the host or straight into a broker the host consumes from;
 //!   deliveries/s, per-subscriber counts, losses and reordering, latency.
 //! - `idle`: the host's resident memory per idle WebSocket or SSE connection.
+//! - `ws-ingest`: WebSocket envelope publishers with a window of unacknowledged
+//!   `"ack": true` publishes; confirmed messages/s and ack latency.
+//! - `broker-ingest`: the same loop speaking a broker's own protocol (RabbitMQ,
+//!   MQTT 5, AMQP 1.0), the baseline the host path is compared with.
 //!
 //! Results are plain lines followed by one JSON line, so runs can be compared.
-//! The commands behind `docs/benchmarks.md` use `loadgen/bench.toml`.
+//! The commands behind `docs/benchmarks.md` use `loadgen/bench.toml` and, for the
+//! brokers, `scripts/bench-brokers.sh` with `loadgen/bench-<broker>.toml`.
 
 mod fanout;
 mod histogram;
@@ -17,6 +23,8 @@ mod http;
 mod idle;
 mod ingest;
 mod payload;
+mod producer;
+mod publish;
 mod raw;
 mod subscriber;
 mod target;
@@ -26,6 +34,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::producer::{Destination, Protocol};
 use crate::target::{Scheme, Target};
 
 /// Any failure of a run; the load generator only reports it.
@@ -66,9 +75,8 @@ enum Command {
     },
     /// Subscribers on WebSocket or SSE, one publisher at a fixed rate.
     Fanout {
-        /// Where messages are published, `http://127.0.0.1:PORT/ingest`.
-        #[arg(long)]
-        publish_url: String,
+        #[command(flatten)]
+        publish: PublishArgs,
         #[command(flatten)]
         stream: StreamArgs,
         /// Subscribers that read.
@@ -94,6 +102,24 @@ enum Command {
         #[arg(long)]
         admin: Option<String>,
     },
+    /// WebSocket envelope publishers, each keeping a window of `"ack": true` publishes unacknowledged.
+    WsIngest {
+        /// The envelope entrypoint, `ws://127.0.0.1:PORT/PATH`.
+        #[arg(long)]
+        url: String,
+        /// The envelope's `topic`; unset: the entrypoint's `destination`.
+        #[arg(long)]
+        topic: Option<String>,
+        #[command(flatten)]
+        load: WindowArgs,
+    },
+    /// A broker's own protocol, with the same loop as `ws-ingest`: the baseline.
+    BrokerIngest {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[command(flatten)]
+        load: WindowArgs,
+    },
     /// Host memory per idle WebSocket or SSE connection.
     Idle {
         #[command(flatten)]
@@ -108,6 +134,86 @@ enum Command {
         #[arg(long)]
         component: Option<String>,
     },
+}
+
+/// Connections, window, size and time of `ws-ingest` and `broker-ingest`.
+#[derive(Debug, Args)]
+struct WindowArgs {
+    /// Connections, each with its own window.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Unconfirmed messages each connection keeps in flight.
+    #[arg(long, default_value_t = 8)]
+    window: usize,
+    /// How long to send, in seconds.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Message size in bytes (a JSON object padded to this size; the broker's message body).
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+}
+
+/// A broker spoken to directly.
+#[derive(Debug, Args)]
+struct BrokerArgs {
+    /// The protocol.
+    #[arg(long, value_enum)]
+    protocol: Protocol,
+    /// The broker, host 127.0.0.1: `amqp://user:pass@127.0.0.1:5672/%2f` (RabbitMQ),
+    /// `mqtt://127.0.0.1:1883`, `amqp://user:pass@127.0.0.1:5673` (AMQP 1.0).
+    #[arg(long)]
+    broker_url: String,
+    /// RabbitMQ: the routing key; MQTT: the topic; AMQP 1.0: the address (`topic://x`).
+    #[arg(long)]
+    to: String,
+    /// RabbitMQ: the exchange (default: the default exchange, which routes by queue name).
+    #[arg(long, default_value = "")]
+    exchange: String,
+}
+
+impl BrokerArgs {
+    fn destination(self) -> Result<Destination, String> {
+        Destination::broker(self.protocol, self.broker_url, self.to, self.exchange)
+    }
+}
+
+/// Where `fanout` publishes: the host by `POST`, or a broker directly.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+struct PublishArgs {
+    /// Publish through the host: `http://127.0.0.1:PORT/ingest`.
+    #[arg(long, conflicts_with_all = ["protocol", "publish_lines"])]
+    publish_url: Option<String>,
+    /// Write each payload as one line into this file, typically a FIFO that a broker's
+    /// console producer reads (Kafka's), counting it accepted once written.
+    #[arg(long, conflicts_with = "protocol")]
+    publish_lines: Option<std::path::PathBuf>,
+    /// Publish straight into a broker with this protocol (then give --broker-url and --to),
+    /// each message waiting for the broker's confirmation before the next.
+    #[arg(long, value_enum, requires_all = ["broker_url", "to"])]
+    protocol: Option<Protocol>,
+    /// See `broker-ingest --broker-url`.
+    #[arg(long)]
+    broker_url: Option<String>,
+    /// See `broker-ingest --to`.
+    #[arg(long)]
+    to: Option<String>,
+    /// See `broker-ingest --exchange`.
+    #[arg(long, default_value = "")]
+    exchange: String,
+}
+
+impl PublishArgs {
+    fn publisher(self) -> Result<fanout::Via, String> {
+        match (self.publish_url, self.publish_lines, self.protocol, self.broker_url, self.to) {
+            (Some(url), None, None, _, _) => Ok(fanout::Via::Host(Target::parse(&url, Scheme::Http)?)),
+            (None, Some(path), None, _, _) => Ok(fanout::Via::Lines(path)),
+            (None, None, Some(protocol), Some(url), Some(to)) => {
+                Ok(fanout::Via::Broker(Destination::broker(protocol, url, to, self.exchange)?))
+            }
+            _ => Err(String::from("give --publish-url, --publish-lines, or --protocol with --broker-url and --to")),
+        }
+    }
 }
 
 /// Where `fanout` subscribers connect: one of the two.
@@ -177,6 +283,18 @@ fn connections(n: usize, what: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+fn window_plan(mode: &'static str, destination: Destination, load: WindowArgs) -> Result<publish::Plan, String> {
+    check((1..=4096).contains(&load.window), "--window must be 1 to 4096")?;
+    Ok(publish::Plan {
+        mode,
+        destination,
+        connections: connections(load.connections, "--connections")?,
+        window: load.window,
+        duration: duration(load.duration_secs)?,
+        payload_bytes: payload_bytes(load.size)?,
+    })
+}
+
 fn payload_bytes(n: usize) -> Result<usize, String> {
     check((1..=1024 * 1024).contains(&n), "--payload-bytes must be 1 to 1048576")?;
     Ok(n)
@@ -194,7 +312,7 @@ async fn run(command: Command) -> Result<(), Error> {
             ingest::run(plan).await
         }
         Command::Fanout {
-            publish_url,
+            publish,
             stream,
             subscribers,
             rate,
@@ -209,7 +327,7 @@ async fn run(command: Command) -> Result<(), Error> {
             let subscribers = connections(subscribers, "--subscribers")?;
             check(subscribers + stalled <= MAX_CONNECTIONS, "--subscribers plus --stalled must be at most 15000")?;
             let plan = fanout::Plan {
-                publish: Target::parse(&publish_url, Scheme::Http)?,
+                via: publish.publisher()?,
                 subscribe: stream_target(stream.subscribe, stream.sse)?,
                 subscribers,
                 stalled,
@@ -220,6 +338,13 @@ async fn run(command: Command) -> Result<(), Error> {
                 admin: admin.map(|a| Target::parse(&a, Scheme::Http)).transpose()?,
             };
             fanout::run(plan).await
+        }
+        Command::WsIngest { url, topic, load } => {
+            let destination = Destination::WebSocket { target: Target::parse(&url, Scheme::Ws)?, topic };
+            publish::run(window_plan("ws-ingest", destination, load)?).await
+        }
+        Command::BrokerIngest { broker, load } => {
+            publish::run(window_plan("broker-ingest", broker.destination()?, load)?).await
         }
         Command::Idle { stream, connections: n, admin, component } => {
             let default_component = if stream.ws.is_some() { "ws" } else { "events" };
