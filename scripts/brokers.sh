@@ -416,6 +416,9 @@ mosquitto_start() {
     # Queue for a disconnected persistent session without Mosquitto's default cap
     # of 1000 messages, so that tests that stop a consumer lose nothing.
     echo "max_queued_messages 0"
+    # Acknowledgements go out at once, as a production broker behind a gateway should
+    # send them (with Nagle's algorithm a PUBACK waits for the client's delayed ACK).
+    echo "set_tcp_nodelay true"
     echo "log_dest file $MOSQ_DIR/mosquitto.log"
     echo "log_timestamp_format %Y-%m-%dT%H:%M:%S"
     # As root, mosquitto would drop to the mosquitto user, which cannot write

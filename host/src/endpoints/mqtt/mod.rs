@@ -34,7 +34,7 @@ use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode, Filter, Packet, PubAckReason, PubCompReason, PubRecReason, Publish,
 };
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, StateError};
-use rumqttc::{Outgoing, TlsConfiguration, Transport};
+use rumqttc::{NetworkOptions, Outgoing, TlsConfiguration, Transport};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -254,6 +254,11 @@ impl Endpoint {
         // Room for a whole batch of publishes and every acknowledgement of the messages
         // the broker may send ahead, so that queueing a request never waits.
         options.set_request_channel_capacity(2 * (config.max_batch + usize::from(config.receive_maximum)) + 64);
+        // Without Nagle's algorithm: a batch's publishes and the acknowledgements of
+        // received messages go out at once instead of waiting for the broker's ACK.
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        options.set_network_options(network);
         options.set_connection_timeout(config.connect_timeout_ms.div_ceil(1000));
         if let Some(username) = &config.username {
             let password = config.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
@@ -267,9 +272,10 @@ impl Endpoint {
 
     /// Connects and waits for CONNACK; when `consume`, subscribes and waits for SUBACK.
     async fn open(&self, consume: bool) -> Result<Opened, String> {
-        // The publisher hands a whole batch to the client before awaiting the answers:
-        // its request queue must hold a batch, or publishes beyond it are refused.
-        let (client, mut eventloop) = AsyncClient::new(self.options(), self.config.max_batch.max(16));
+        // The capacity given here is the one rumqttc uses (not the options' own).
+        let options = self.options();
+        let capacity = options.request_channel_capacity();
+        let (client, mut eventloop) = AsyncClient::new(options, capacity);
         let connack = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(connack))) => connack,
             Ok(other) => return Err(format!("expected CONNACK, got {other:?}")),
