@@ -61,7 +61,8 @@ readonly ARTEMIS_GROUP_PATH=org/apache/artemis
 readonly CONFIG_REV=1
 # Artemis's own revision, so that changing its broker.xml does not regenerate Kafka.
 # 2: addresses under `mh-strict.` are never auto-created (tests of a missing address).
-readonly ARTEMIS_CONFIG_REV=2
+# 3: no blocking of producers when the (shared) disk is 90 % full.
+readonly ARTEMIS_CONFIG_REV=3
 # The same for Kafka alone (2: the SASL_PLAINTEXT listener), so that changing Kafka's
 # configuration does not regenerate the other brokers.
 readonly KAFKA_CONFIG_REV=2
@@ -651,6 +652,12 @@ artemis_create_instance() {
   sed -i -E "s|(<address-setting match=\"#\">)|$strict\n         \1|" "$xml"
   grep -qF 'match="mh-strict.#"' "$xml" ||
     die "artemis: could not add the mh-strict address setting to $xml"
+
+  # The machine's disk is shared: Artemis's default stops every producer once the disk is
+  # 90 % full, which would fail tests for a reason that is not theirs. -1 turns it off.
+  sed -i -E "s#<max-disk-usage>[0-9]+</max-disk-usage>#<max-disk-usage>-1</max-disk-usage>#" "$xml"
+  grep -qF '<max-disk-usage>-1</max-disk-usage>' "$xml" ||
+    die "artemis: could not turn off max-disk-usage in $xml"
 
   # Second user (plain text is accepted by the properties login module).
   # (The generated file has no trailing newline.)
