@@ -31,6 +31,7 @@ readonly KAFKA_CONTROLLER_PORT=9093  # KRaft controller listener
 readonly KAFKA_SASL_PORT=9094        # Kafka SASL_PLAINTEXT listener (PLAIN, TEST_USER)
 readonly KAFKA_SASL_SSL_PORT=9095    # Kafka SASL_SSL listener (PLAIN, TEST_USER; test CA)
 readonly ARTEMIS_AMQP_PORT=5673      # AMQP 1.0 (not 5672: RabbitMQ has that)
+readonly ARTEMIS_AMQPS_PORT=5674     # AMQP 1.0 over TLS (test CA artemis/tls/ca.pem)
 readonly ARTEMIS_CORE_PORT=61616     # Artemis core (multi-protocol) acceptor
 
 # --- Credentials (test-only; loopback only) ---------------------------------
@@ -62,7 +63,8 @@ readonly CONFIG_REV=1
 # Artemis's own revision, so that changing its broker.xml does not regenerate Kafka.
 # 2: addresses under `mh-strict.` are never auto-created (tests of a missing address).
 # 3: no blocking of producers when the (shared) disk is 90 % full.
-readonly ARTEMIS_CONFIG_REV=3
+# 4: an AMQP-over-TLS acceptor.
+readonly ARTEMIS_CONFIG_REV=4
 # The same for Kafka alone (2: the SASL_PLAINTEXT listener), so that changing Kafka's
 # configuration does not regenerate the other brokers.
 readonly KAFKA_CONFIG_REV=2
@@ -443,22 +445,24 @@ mosquitto_start() {
 }
 mosquitto_verify() { :; }
 
-# A test CA and a server certificate for 127.0.0.1 and localhost, made once (10 years).
-mosquitto_certificates() {
-  local dir="$MOSQ_DIR/tls"
+# A test CA (DIR/ca.pem) and a server certificate for 127.0.0.1 and localhost
+# (DIR/server.pem, key DIR/server.key), made once (10 years); openssl's output goes to LOG.
+test_certificates() {
+  local dir=$1 log=$2
   [[ -f $dir/server.pem && -f $dir/ca.pem ]] && return 0
   mkdir -p "$dir"
   (
     cd "$dir"
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=mediation-host test CA" \
-      -keyout ca.key -out ca.pem
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr
-    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
-      "keyUsage=digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >server.ext
-    openssl x509 -req -days 3650 -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-      -extfile server.ext -out server.pem
-  ) >>"$MOSQ_DIR/mosquitto.out" 2>&1
+      -keyout ca.key -out ca.pem &&
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=$HOST" -keyout server.key -out server.csr &&
+      printf '%s\n' "subjectAltName=IP:$HOST,DNS:localhost" "basicConstraints=CA:FALSE" \
+        "keyUsage=digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >server.ext &&
+      openssl x509 -req -days 3650 -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+        -extfile server.ext -out server.pem
+  ) >>"$log" 2>&1 || die "openssl failed making test certificates in $dir (see $log)"
 }
+mosquitto_certificates() { test_certificates "$MOSQ_DIR/tls" "$MOSQ_DIR/mosquitto.out"; }
 mosquitto_stop() {
   local pid
   pid=$(mosquitto_pid) || return 0
@@ -483,17 +487,9 @@ kafka_tool() {
 # The test CA and the broker's certificate for the SASL_SSL listener, made once.
 kafka_tls() {
   local dir="$KAFKA_DIR/tls"
-  [[ -f $dir/server-keystore.pem && -f $dir/ca.pem ]] && return 0
-  log "kafka: generating the test CA and broker certificate in $dir"
-  rm -rf "$dir" && mkdir -p "$dir"
-  {
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=mediation-test-ca" \
-      -keyout "$dir/ca.key" -out "$dir/ca.pem" &&
-      openssl req -newkey rsa:2048 -nodes -subj "/CN=$HOST" -keyout "$dir/server.key" -out "$dir/server.csr" &&
-      printf 'subjectAltName=IP:%s,DNS:localhost\n' "$HOST" >"$dir/san.ext" &&
-      openssl x509 -req -days 3650 -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
-        -CAcreateserial -extfile "$dir/san.ext" -out "$dir/server.pem"
-  } >"$KAFKA_DIR/logs/tls.log" 2>&1 || die "kafka: openssl failed (see $KAFKA_DIR/logs/tls.log)"
+  [[ -f $dir/server-keystore.pem ]] && return 0
+  mkdir -p "$KAFKA_DIR/logs"
+  test_certificates "$dir" "$KAFKA_DIR/logs/tls.log"
   # Kafka's PEM key store: the unencrypted PKCS#8 key, then the certificate chain.
   cat "$dir/server.key" "$dir/server.pem" "$dir/ca.pem" >"$dir/server-keystore.pem"
 }
@@ -617,7 +613,7 @@ kafka_stop() {
 artemis_pid() { pid_of "$ARTEMIS_DIR/artemis.pid" "$ARTEMIS_INSTANCE"; }
 artemis_log() { echo "$ARTEMIS_INSTANCE/log/artemis.log (and $ARTEMIS_DIR/logs/console.log)"; }
 artemis_addr() {
-  echo "amqp://$HOST:$ARTEMIS_AMQP_PORT (core tcp://$HOST:$ARTEMIS_CORE_PORT; $ARTEMIS_ADMIN_USER/$ARTEMIS_ADMIN_PASSWORD, $TEST_USER/$TEST_PASSWORD)"
+  echo "amqp://$HOST:$ARTEMIS_AMQP_PORT, amqps://$HOST:$ARTEMIS_AMQPS_PORT (CA $ARTEMIS_DIR/tls/ca.pem) (core tcp://$HOST:$ARTEMIS_CORE_PORT; $ARTEMIS_ADMIN_USER/$ARTEMIS_ADMIN_PASSWORD, $TEST_USER/$TEST_PASSWORD)"
 }
 artemis_port() { echo "$ARTEMIS_AMQP_PORT"; }
 
@@ -642,6 +638,17 @@ artemis_create_instance() {
   sed -i -E "s#<acceptor name=\"amqp\">[^<]*</acceptor>#<acceptor name=\"amqp\">$amqp</acceptor>#" "$xml"
   grep -qF ">$amqp<" "$xml" ||
     die "artemis: could not configure the AMQP acceptor in $xml"
+  # The same acceptor over TLS, with a certificate from a test CA made once.
+  mkdir -p "$ARTEMIS_DIR/logs"
+  test_certificates "$ARTEMIS_DIR/tls" "$ARTEMIS_DIR/logs/tls.log"
+  local keystore="$ARTEMIS_DIR/tls/server.p12"
+  openssl pkcs12 -export -inkey "$ARTEMIS_DIR/tls/server.key" -in "$ARTEMIS_DIR/tls/server.pem" \
+    -certfile "$ARTEMIS_DIR/tls/ca.pem" -out "$keystore" -passout "pass:$TEST_PASSWORD" \
+    >>"$ARTEMIS_DIR/logs/tls.log" 2>&1 || die "artemis: openssl pkcs12 failed (see $ARTEMIS_DIR/logs/tls.log)"
+  local amqps="tcp://$HOST:$ARTEMIS_AMQPS_PORT?sslEnabled=true;keyStoreType=PKCS12;keyStorePath=$keystore;keyStorePassword=$TEST_PASSWORD;protocols=AMQP;useEpoll=true;anycastPrefix=queue://;multicastPrefix=topic://"
+  sed -i -E "s#(<acceptor name=\"amqp\">[^<]*</acceptor>)#\1\n         <acceptor name=\"amqps\">$amqps</acceptor>#" "$xml"
+  grep -qF ">$amqps<" "$xml" ||
+    die "artemis: could not add the AMQP TLS acceptor to $xml"
   grep -qE "<acceptor name=\"artemis\">tcp://$HOST:$ARTEMIS_CORE_PORT\?" "$xml" ||
     die "artemis: core acceptor is not on $HOST:$ARTEMIS_CORE_PORT in $xml"
 

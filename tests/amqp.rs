@@ -927,3 +927,69 @@ async fn a_host_killed_while_consuming_loses_nothing_it_did_not_hand_over() {
     assert!(left.is_empty(), "everything delivered was accepted on the queue");
     client.close().await;
 }
+
+/// The test CA of the broker's TLS acceptor (`scripts/brokers.sh` makes it once).
+fn tls_ca() -> String {
+    std::env::var("MEDIATION_ARTEMIS_TLS_CA").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").expect("HOME is set");
+        format!("{home}/.cache/mediation-host/brokers/artemis/tls/ca.pem")
+    })
+}
+
+/// `amqps://` with the test CA in `ca_file` connects and delivers; without it the
+/// handshake fails and `/readyz` names why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_trusted_ca_delivers_and_an_untrusted_certificate_is_named() {
+    let _broker = BROKER.read().await;
+    let ca = tls_ca();
+    assert!(
+        std::path::Path::new(&ca).is_file(),
+        "the test CA {ca} is missing; start Artemis with `scripts/brokers.sh up artemis` (tests never skip a missing broker)"
+    );
+    let tls_url = std::env::var("MEDIATION_ARTEMIS_TLS_URL")
+        .unwrap_or_else(|_| String::from("amqps://mediation:mediation-secret@127.0.0.1:5674"));
+    let queue = unique("mh-test-tls");
+    let t = start_instance(&format!(
+        r#"
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+        destination = "{queue}"
+
+        [endpoints.secure]
+        type = "amqp"
+        url = "{tls_url}"
+        tls = {{ ca_file = "{ca}" }}
+
+        # The system roots do not trust the test CA.
+        [endpoints.untrusted]
+        type = "amqp"
+        url = "{tls_url}"
+
+        [[routes]]
+        source = "ingest"
+        target = "secure"
+        "#
+    ))
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let problems = loop {
+        let problems = t.admin("/readyz").await.json()["problems"].to_string();
+        if (!problems.contains("secure:") && problems.contains("untrusted: not connected")) || Instant::now() > deadline
+        {
+            break problems;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!problems.contains("secure:"), "TLS with the test CA connects: {problems}");
+    assert!(problems.contains("UnknownIssuer"), "the TLS failure is named: {problems}");
+    assert!(!problems.contains("mediation-secret"), "the password is never shown: {problems}");
+    let reply = t.post("/ingest", &[("content-type", "text/plain"), ("idempotency-key", "tls-1")], "over TLS").await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let mut client = Client::connect().await;
+    let got = client.receive(&format!("queue://{queue}"), 1).await;
+    assert_eq!(body(&got[0]), b"over TLS");
+    assert_eq!(message_id(&got[0]), "tls-1");
+    client.close().await;
+    t.host.shutdown().await;
+}
