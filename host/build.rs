@@ -14,8 +14,11 @@ use std::process::Command;
 const BUILTINS: [&str; 9] =
     ["websocket", "sse", "http-get", "http-post", "kafka", "rabbitmq", "mqtt5", "solace", "jms"];
 /// Guests built for the tests and docs but not embedded, with the env var naming each file.
-const EXTRAS: [(&str, &str); 2] =
-    [("example-shout", "MEDIATION_EXAMPLE_ADAPTER"), ("misbehave", "MEDIATION_MISBEHAVE_ADAPTER")];
+const EXTRAS: [(&str, &str); 3] = [
+    ("example-shout", "MEDIATION_EXAMPLE_ADAPTER"),
+    ("misbehave", "MEDIATION_MISBEHAVE_ADAPTER"),
+    ("pace", "MEDIATION_PACE_ADAPTER"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -768,6 +768,53 @@ async fn fill(channel: &Channel, queue: &str, prefix: &str, n: usize) -> Vec<Str
     ids
 }
 
+/// Backpressure: behind a hub slower than the broker, the endpoint takes no more than
+/// `prefetch` messages it has not handed over, the queue keeps the rest, and every
+/// message arrives once and in order when the hub catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_slow_client_hub_consuming_waits_and_the_queue_keeps_the_rest() {
+    let _broker = BROKER.read().await;
+    let (_connection, channel) = broker().await;
+    let queue = unique("mh-test-slow");
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    channel.queue_declare(short(&queue), durable, FieldTable::default()).await.expect("queue");
+    let (total, prefetch) = (1500, 10);
+    let t = start_instance(&format!(
+        r#"
+        {slow}
+
+        [endpoints.rmq]
+        type = "rabbitmq"
+        url = "{url}"
+        consumer = "shared"
+        queue = "{queue}"
+        prefetch = {prefetch}
+
+        [[routes]]
+        source = "rmq"
+        target = "slow"
+        "#,
+        slow = support::slow_hub(2, total),
+        url = broker_url()
+    ))
+    .await;
+    let received = support::Received::spawn(t.ws("/slow").await, total);
+    let ids = fill(&channel, &queue, "bp", total).await;
+
+    received.reached(total / 10).await;
+    let (_, ready) = queue_state(&channel, &queue).await;
+    // Read after the queue: messages only move from ready to handed over.
+    let handed_over = delivered_ids(&t.packets(), "slow").len();
+    let held = total - ready as usize - handed_over;
+    assert!(ready > 0, "the queue was drained ahead of the hub ({handed_over} of {total} handed over)");
+    assert!(held <= prefetch, "the host held {held} messages it had not handed over, more than prefetch {prefetch}");
+
+    assert_eq!(received.all().await, ids, "every message once, in order");
+    assert_eq!(queue_state(&channel, &queue).await, (1, 0), "all acked; the consumer stays");
+    drop(t);
+    let _ = channel.queue_delete(short(&queue), QueueDeleteOptions::default()).await;
+}
+
 /// SIGKILL mid-stream: the broker requeues what the host had not acked, the restarted
 /// host delivers it, and every message the dead host acked had been handed over (its
 /// `delivered` packet line is written before the ack).

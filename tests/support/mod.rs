@@ -608,3 +608,81 @@ impl Outage {
         (self.poster.await.expect("the poster"), self.watcher.await.expect("the watcher"))
     }
 }
+
+/// A WebSocket entrypoint `slow` at `/slow` that makes its hub the slowest part of the
+/// host, for backpressure tests: the `pace` adapter takes `pause_ms` per event, the hub
+/// takes 4 events at a time, and the one bus shard in front of it holds 4 events and
+/// waits instead of answering busy. A broker endpoint routed to it has to stop
+/// consuming while the hub catches up. `events` sizes the ring.
+pub fn slow_hub(pause_ms: u64, events: usize) -> String {
+    format!(
+        r#"
+        [bus]
+        shards = 1
+        queue_capacity = 4
+        publish_timeout_ms = 600000
+
+        [entrypoints.slow]
+        type = "websocket"
+        path = "/slow"
+        adapter = "{adapter}"
+        adapter_settings = {{ pause_ms = "{pause_ms}" }}
+        ring = {{ messages = {events}, max_batch = 4, queue_capacity = 4 }}
+        "#,
+        adapter = env!("MEDIATION_PACE_ADAPTER")
+    )
+}
+
+/// A WebSocket client reading text messages in the background, counting them as they
+/// arrive, so that a test can look at the broker while the stream is under way.
+pub struct Received {
+    /// How many are awaited.
+    n: usize,
+    /// How many arrived so far.
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    /// The reader; it ends after `n` messages.
+    reader: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Received {
+    /// Reads `n` text messages from `socket`.
+    pub fn spawn(mut socket: WebSocket, n: usize) -> Self {
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&count);
+        let reader = tokio::spawn(async move {
+            let mut texts = Vec::with_capacity(n);
+            while texts.len() < n {
+                match socket.next().await {
+                    Some(Ok(Message::Text(text))) => texts.push(text.to_string()),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    other => panic!("{} of {n} messages arrived, then {other:?}", texts.len()),
+                }
+                counter.store(texts.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+            texts
+        });
+        Self { n, count, reader }
+    }
+
+    /// Waits until `n` messages arrived; panics when the stream stalls for [`WAIT`].
+    pub async fn reached(&self, n: usize) {
+        let mut last = (0, tokio::time::Instant::now());
+        loop {
+            let count = self.count.load(std::sync::atomic::Ordering::Relaxed);
+            if count >= n {
+                return;
+            }
+            if count > last.0 {
+                last = (count, tokio::time::Instant::now());
+            }
+            assert!(last.1.elapsed() < WAIT, "the stream stalled at {count} of the {n} messages awaited");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Every message, in the order it arrived, once all of them did.
+    pub async fn all(self) -> Vec<String> {
+        self.reached(self.n).await;
+        self.reader.await.expect("the reader")
+    }
+}
