@@ -977,6 +977,74 @@ async fn a_host_killed_while_consuming_gets_every_record_not_committed_again_aft
     drop(second);
 }
 
+/// Backpressure: behind a hub slower than the broker, one hand-over lasts longer than
+/// `max.poll.interval.ms`. The endpoint pauses its partitions and keeps reading, so the
+/// group keeps it as a member: every record arrives once and in order, and no offset is
+/// committed ahead of what was handed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_longer_than_the_poll_interval_keeps_the_group_and_the_order() {
+    let _broker = BROKER.read().await;
+    let topic = unique("mh-test-slow");
+    create_topic(&topic, 1).await;
+    let total = 1500;
+    let ids: Vec<String> = (0..total).map(|i| format!("slow-{i:05}")).collect();
+    // Produced before the host starts, so that its first batch takes them all and the
+    // hub needs about 7.5 s (5 ms each) for it: past the 6 s poll interval.
+    let producer = producer();
+    let sends = ids.iter().map(|id| produce(&producer, &topic, "one-key", id.as_bytes(), &[]));
+    futures_util::future::join_all(sends).await;
+    let instance = unique("slow");
+    let t = start_as(
+        &instance,
+        &format!(
+            r#"
+            {slow}
+
+            [endpoints.kafka]
+            type = "kafka"
+            brokers = "{brokers}"
+            topics = ["{topic}"]
+            auto_offset_reset = "earliest"
+            max_batch = {total}
+            max_poll_interval_ms = 6000
+            consumer_properties = {{ "session.timeout.ms" = "6000" }}
+
+            [[routes]]
+            source = "kafka"
+            target = "slow"
+            "#,
+            slow = support::slow_hub(5, total),
+            brokers = brokers()
+        ),
+    )
+    .await;
+    let received = support::Received::spawn(t.ws("/slow").await, total);
+    let group = format!("mediation.kafka.{instance}");
+
+    received.reached(total / 2).await;
+    let committed = {
+        let (group, topic) = (group.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || committed_offsets(&group, &topic, 1)).await.expect("committed")[0]
+    };
+    // Read after the offsets: the hand-over only moves forward.
+    let handed_over = t.packets().iter().filter(|p| p["outcome"] == "delivered").count();
+    assert!(committed <= handed_over as i64, "offset {committed} committed with {handed_over} records handed over");
+
+    assert_eq!(received.all().await, ids, "every record once, in order");
+    let (group_, topic_) = (group.clone(), topic.clone());
+    tokio::task::spawn_blocking(move || {
+        await_group_members(&group_, 1);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while committed_offsets(&group_, &topic_, 1) != [total as i64] {
+            assert!(Instant::now() < deadline, "the offsets of every handed-over record are committed");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await
+    .expect("the group");
+    t.host.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_its_target_does_not_accept_is_read_again_and_never_committed() {
     let _broker = BROKER.read().await;
