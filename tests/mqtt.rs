@@ -1041,6 +1041,51 @@ async fn a_host_stopped_mid_stream_leaves_what_it_did_not_hand_over_in_its_sessi
     second.host.shutdown().await;
 }
 
+/// Backpressure: behind a hub slower than the broker, one hand-over of a full
+/// `receive_maximum` of messages lasts longer than the keep-alive allows a silent
+/// client (1.5 × 5 s). The endpoint keeps its connection serviced meanwhile, so the
+/// broker does not drop it: every message arrives once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_longer_than_the_keep_alive_keeps_the_session_and_the_order() {
+    let _broker = BROKER.read().await;
+    let prefix = unique("mh-test");
+    let total = 256;
+    let t = start_instance(&format!(
+        r#"
+        {slow}
+
+        [adapters]
+        call_timeout_ms = 1000
+
+        [endpoints.mq]
+        type = "mqtt"
+        url = "{url}"
+        subscriptions = ["{prefix}/#"]
+        keep_alive_s = 5
+        receive_maximum = {total}
+        max_batch = {total}
+
+        [[routes]]
+        source = "mq"
+        target = "slow"
+        "#,
+        // 40 ms each: about 10 s for a batch of 256.
+        slow = support::slow_hub(40, total),
+        url = broker_url()
+    ))
+    .await;
+    ready(&t).await;
+    let received = support::Received::spawn(t.ws("/slow").await, total);
+    let mut client = publisher().await;
+    let payloads: Vec<String> = (0..total).map(|i| format!("p-{i:05}")).collect();
+    for payload in &payloads {
+        publish(&client, &format!("{prefix}/slow"), payload.clone(), PublishProperties::default()).await;
+    }
+    client.acked(total).await;
+    assert_eq!(received.all().await, payloads, "every message once, in order");
+    t.host.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_connects_with_the_test_ca_and_an_unknown_issuer_is_named() {
     let _broker = BROKER.read().await;
