@@ -104,6 +104,36 @@ impl Client {
         self.receive_until(address, Duration::from_secs(10), |got| got.len() >= n).await
     }
 
+    /// Reads attribute `attribute` (`messageCount`, `deliveringCount`) of queue `queue`
+    /// through the broker's management address, as Artemis's own tools do.
+    async fn queue_attribute(&mut self, queue: &str, attribute: &str) -> i64 {
+        let reply_to = unique("mh-test-reply");
+        let mut replies = Receiver::attach(&mut self.session, unique("mh-test-replies"), format!("queue://{reply_to}"))
+            .await
+            .expect("a reply receiver");
+        let request = Message::builder()
+            .properties(Properties::builder().reply_to(reply_to).build())
+            .application_properties(
+                ApplicationProperties::builder()
+                    .insert("_AMQ_ResourceName", format!("queue.{queue}"))
+                    .insert("_AMQ_Attribute", attribute)
+                    .build(),
+            )
+            .body(Body::Value(AmqpValue(Value::String(String::from("[]")))))
+            .build();
+        self.send("activemq.management", vec![request]).await;
+        let reply = support::within("the management reply", replies.recv::<Body<Value>>()).await.expect("a reply");
+        replies.accept(&reply).await.expect("accepted");
+        replies.close().await.expect("closed");
+        let text = match reply.body() {
+            Body::Value(AmqpValue(Value::String(text))) => text.clone(),
+            other => panic!("a management reply holds JSON text, not {other:?}"),
+        };
+        let values: Vec<serde_json::Value> =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("management reply {text:?}: {e}"));
+        values.first().and_then(serde_json::Value::as_i64).unwrap_or_else(|| panic!("{attribute} of {queue}: {text}"))
+    }
+
     async fn close(mut self) {
         let _ = self.session.end().await;
         let _ = self.connection.close().await;
@@ -925,6 +955,52 @@ async fn a_host_killed_while_consuming_loses_nothing_it_did_not_hand_over() {
     let left =
         client.receive_until(&format!("queue://{queue}"), Duration::from_millis(500), |got| !got.is_empty()).await;
     assert!(left.is_empty(), "everything delivered was accepted on the queue");
+    client.close().await;
+}
+
+/// Backpressure: behind a hub slower than the broker, the endpoint holds at most its
+/// link credit (`prefetch`) in deliveries it has not accepted, the queue keeps the
+/// rest, and every message arrives once and in order when the hub catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_slow_client_hub_consuming_waits_and_the_queue_keeps_the_rest() {
+    let _broker = BROKER.read().await;
+    let queue = unique("mh-test-slow");
+    let (total, prefetch) = (1500, 10);
+    let mut client = Client::connect().await;
+    let t = start_instance(&format!(
+        r#"
+        {slow}
+
+        [endpoints.in]
+        type = "amqp"
+        url = "{url}"
+        queues = ["{queue}"]
+        prefetch = {prefetch}
+
+        [[routes]]
+        source = "in"
+        target = "slow"
+        "#,
+        slow = support::slow_hub(2, total),
+        url = broker_url()
+    ))
+    .await;
+    let ready = t.await_ready(200, support::WAIT).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let received = support::Received::spawn(t.ws("/slow").await, total);
+    let texts: Vec<String> = (0..total).map(|i| format!("slow-{i:05}")).collect();
+    let messages = texts.iter().map(|text| text_message(text, text, &[])).collect();
+    client.send(&format!("queue://{queue}"), messages).await;
+
+    received.reached(total / 10).await;
+    let delivering = client.queue_attribute(&queue, "deliveringCount").await;
+    let in_queue = client.queue_attribute(&queue, "messageCount").await;
+    assert!(delivering <= prefetch, "{delivering} deliveries not yet accepted, more than the credit {prefetch}");
+    assert!(in_queue > delivering, "the queue was drained ahead of the hub: {in_queue} left, {delivering} out");
+
+    assert_eq!(received.all().await, texts, "every message once, in order");
+    assert_eq!(client.queue_attribute(&queue, "messageCount").await, 0, "every message accepted");
+    t.host.shutdown().await;
     client.close().await;
 }
 
