@@ -1,8 +1,13 @@
 //! The publishing side every broker endpoint shares: read the endpoint's queue in
-//! batches mapped through the adapter (`upstream`), for the broker-specific send,
-//! which finishes each record with its outcome.
+//! batches mapped through the adapter (`upstream`), hand each batch to the
+//! broker-specific [`Sender`], and record each record's outcome when the broker answers,
+//! with a few batches in flight.
 
 use std::sync::Arc;
+
+use futures_util::StreamExt;
+use futures_util::future::{BoxFuture, FutureExt, join_all};
+use futures_util::stream::FuturesOrdered;
 
 use crate::adapter::{self, Adapter};
 use crate::event::{DeliveryError, Event};
@@ -40,7 +45,7 @@ impl Batches {
 
     /// Waits for deliveries, takes up to `max_batch` of them and maps them, one
     /// adapter call per run of one route. `None` once the queue closed (the last
-    /// stage of shutdown). The records returned must each be [`finish`]ed; events the
+    /// stage of shutdown). The records returned must each be finished (see [`publish`]); events the
     /// adapter refused, and records over `max_message_bytes`, were finished here,
     /// their packet lines appended to `log`.
     pub async fn next(&mut self, ctx: &ComponentContext, adapter: &Adapter, log: &mut Vec<u8>) -> Option<Vec<Pending>> {
@@ -71,33 +76,80 @@ impl Batches {
     }
 }
 
-/// A broker endpoint's publishing side: what it does with one mapped batch.
+/// Mapped batches handed to the broker's client whose outcomes are still awaited, at
+/// most this many at once. The next batch goes out while earlier ones wait for the
+/// broker's acknowledgements, so the connection does not idle for a round trip
+/// between batches; records still leave in order, and outcomes are recorded batch by
+/// batch in that order.
+pub const IN_FLIGHT_BATCHES: usize = 4;
+
+/// The outcome of one record at the broker, once it answers.
+pub type Outcome = BoxFuture<'static, Result<(), DeliveryError>>;
+
+/// A broker endpoint's publishing side: how it hands a mapped batch to its client.
 pub trait Sender {
-    /// Sends `pending` and [`finish`]es every record with its outcome, appending the
-    /// packet lines to `log`.
-    fn send(&mut self, pending: Vec<Pending>, log: &mut Vec<u8>) -> impl Future<Output = ()> + Send;
+    /// Hands every record of `pending` to the broker's client, in order, and returns
+    /// the outcome of each, in the same order: the broker's acknowledgement, or an
+    /// error already known (a record that could not be sent is a ready failure).
+    fn start(&mut self, pending: &[Pending]) -> impl Future<Output = Vec<Outcome>> + Send;
 }
 
 /// Runs a publishing task until the queue closes (the last stage of shutdown): each
-/// mapped batch goes to `sender`, then the batch's packet lines are written.
+/// mapped batch goes to `sender`, with up to [`IN_FLIGHT_BATCHES`] awaiting their
+/// outcomes. Each batch's outcomes are recorded, its packet lines written and its
+/// acknowledgements settled once all of them are in, batch after batch.
 pub async fn publish(ctx: &ComponentContext, adapter: &Adapter, mut batches: Batches, sender: &mut impl Sender) {
     let mut log = Vec::new();
-    while let Some(pending) = batches.next(ctx, adapter, &mut log).await {
-        if !pending.is_empty() {
-            sender.send(pending, &mut log).await;
+    let mut in_flight = FuturesOrdered::new();
+    loop {
+        let taken = if in_flight.len() < IN_FLIGHT_BATCHES {
+            tokio::select! {
+                biased;
+                Some(done) = in_flight.next() => {
+                    finish_batch(ctx, done, &mut log);
+                    continue;
+                }
+                taken = batches.next(ctx, adapter, &mut log) => taken,
+            }
+        } else {
+            if let Some(done) = in_flight.next().await {
+                finish_batch(ctx, done, &mut log);
+            }
+            continue;
+        };
+        let Some(pending) = taken else { break };
+        if pending.is_empty() {
+            ctx.recorder.flush(&mut log);
+            continue;
         }
-        ctx.recorder.flush(&mut log);
+        let outcomes = sender.start(&pending).await;
+        in_flight.push_back(async move { (pending, join_all(outcomes).await) });
+    }
+    while let Some(done) = in_flight.next().await {
+        finish_batch(ctx, done, &mut log);
     }
 }
 
-/// Records the outcome of sending `pending` and settles its acknowledgement.
-pub fn finish(ctx: &ComponentContext, pending: Pending, result: Result<(), DeliveryError>, log: &mut Vec<u8>) {
-    ctx.recorder.finish(pending.record, &pending.route, result, log);
+/// Records each outcome of a batch, then writes the batch's packet lines.
+fn finish_batch(
+    ctx: &ComponentContext,
+    (pending, results): (Vec<Pending>, Vec<Result<(), DeliveryError>>),
+    log: &mut Vec<u8>,
+) {
+    for (p, result) in pending.into_iter().zip(results) {
+        ctx.recorder.finish(p.record, &p.route, result, log);
+    }
+    ctx.recorder.flush(log);
 }
 
-/// Fails every record of `pending` with `error`: the endpoint could not send them.
-pub fn fail_all(ctx: &ComponentContext, pending: Vec<Pending>, error: &DeliveryError, log: &mut Vec<u8>) {
-    for p in pending {
-        finish(ctx, p, Err(error.clone()), log);
-    }
+/// A ready failure with `error` for each of `n` records: the endpoint cannot send them.
+#[must_use]
+pub fn failed(n: usize, error: &DeliveryError) -> Vec<Outcome> {
+    (0..n).map(|_| std::future::ready(Err(error.clone())).boxed()).collect()
+}
+
+/// A ready failure with `error`, for one record that could not be sent.
+#[must_use]
+pub fn refused(error: DeliveryError) -> Outcome {
+    std::future::ready(Err(error)).boxed()
 }

@@ -1,5 +1,5 @@
-//! The target side: drain the queue, map, send each record on its address's sender
-//! link, and await the batch's outcomes together.
+//! The target side: send each record of a mapped batch on its address's sender link;
+//! the broker's settlements are the outcomes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use fe2o3_amqp::types::definitions::SenderSettleMode;
 use fe2o3_amqp::types::messaging::{Body, Outcome};
 use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::{Sendable, Sender};
-use futures_util::future::{BoxFuture, FutureExt, join_all};
+use futures_util::future::{BoxFuture, FutureExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -30,6 +30,8 @@ pub(super) struct Publisher {
     current: Option<Current>,
     /// How long a batch's sends and outcomes may take.
     send_timeout: Duration,
+    /// How many batches were started, the current one included.
+    batch: u64,
 }
 
 /// The publisher's part of one connection.
@@ -40,9 +42,10 @@ struct Current {
     session: SessionHandle<()>,
     /// One sender link per address, attached on first use.
     senders: HashMap<String, Sender>,
-    /// Sessions given up after the broker refused a link on them, with their links,
-    /// kept until the batch whose outcomes may still need them is done.
-    retired: Vec<(SessionHandle<()>, HashMap<String, Sender>)>,
+    /// Sessions given up after the broker refused a link on them, with their links and
+    /// the batch being sent then, kept until the batches whose outcomes may still need
+    /// them are done.
+    retired: Vec<(u64, SessionHandle<()>, HashMap<String, Sender>)>,
 }
 
 /// A failure to get a record onto a link: the event's error, and whether the
@@ -52,7 +55,7 @@ struct Failed(DeliveryError, bool);
 impl Publisher {
     pub(super) fn new(endpoint: Arc<Endpoint>, link: watch::Receiver<Option<Arc<Shared>>>) -> Self {
         let send_timeout = Duration::from_millis(endpoint.config.send_timeout_ms);
-        Self { endpoint, link, current: None, send_timeout }
+        Self { endpoint, link, current: None, send_timeout, batch: 0 }
     }
 
     /// Runs until the queue closes (the last stage of shutdown).
@@ -63,15 +66,14 @@ impl Publisher {
         target::publish(&endpoint.ctx, &endpoint.adapter, batches, &mut self).await;
     }
 
-    /// Sends every record, then awaits all outcomes together and records each one.
-    async fn send_batch(&mut self, pending: Vec<Pending>, log: &mut Vec<u8>) {
+    /// Sends every record and returns the future of each one's outcome.
+    async fn start_batch(&mut self, pending: &[Pending]) -> Vec<target::Outcome> {
         let endpoint = Arc::clone(&self.endpoint);
-        let ctx = &endpoint.ctx;
         let shared = self.link.borrow().clone();
         let Some(shared) = shared else {
             self.current = None;
             // Fail fast: a client waiting on a broker that is down should hear so now.
-            return target::fail_all(ctx, pending, &endpoint.health.unavailable(), log);
+            return target::failed(pending.len(), &endpoint.health.unavailable());
         };
         if !self.current.as_ref().is_some_and(|c| Arc::ptr_eq(&c.shared, &shared)) {
             self.current = None;
@@ -80,32 +82,31 @@ impl Publisher {
                 Some(session) => {
                     self.current = Some(Current { shared, session, senders: HashMap::new(), retired: Vec::new() });
                 }
-                None => return target::fail_all(ctx, pending, &endpoint.health.unavailable(), log),
+                None => return target::failed(pending.len(), &endpoint.health.unavailable()),
             }
         }
+        self.batch += 1;
         if let Some(current) = &mut self.current {
-            // The outcomes of the last batch are in: its retired sessions can go.
-            current.retired.clear();
+            // Batches started `IN_FLIGHT_BATCHES` or more before this one have all their
+            // outcomes in: the sessions retired while they were sent can go.
+            let batch = self.batch;
+            current.retired.retain(|(during, ..)| batch - during < target::IN_FLIGHT_BATCHES as u64);
         }
         let deadline = Instant::now() + self.send_timeout;
         let mut outcomes = Vec::with_capacity(pending.len());
-        for p in &pending {
+        for p in pending {
             outcomes.push(self.start(&p.record, deadline).await);
         }
-        let results = join_all(outcomes).await;
-        for (p, result) in pending.into_iter().zip(results) {
-            target::finish(ctx, p, result, log);
-        }
+        outcomes
     }
 
     /// Sends `record` and returns the future of its outcome, or an error already known.
-    async fn start(&mut self, record: &Event, deadline: Instant) -> BoxFuture<'static, Result<(), DeliveryError>> {
+    async fn start(&mut self, record: &Event, deadline: Instant) -> target::Outcome {
         let target = self.endpoint.ctx.name.to_string();
         let config = &self.endpoint.config;
-        let fail = |error| std::future::ready(Err(error)).boxed();
         let (address, message) = match message::to_amqp(record, config.durable) {
             Ok(out) => out,
-            Err(message) => return fail(DeliveryError::Target { target, message }),
+            Err(message) => return target::refused(DeliveryError::Target { target, message }),
         };
         let settled = config.delivery == DeliveryMode::Settled;
         let sendable = Sendable::builder().message(message).settled(settled).build();
@@ -115,7 +116,7 @@ impl Publisher {
                 if broken && let Some(current) = &self.current {
                     current.shared.broken.notify_one();
                 }
-                return fail(error);
+                return target::refused(error);
             }
         };
         let timeout_ms = self.send_timeout.as_millis();
@@ -187,7 +188,7 @@ impl Publisher {
                             if matches!(e, SenderAttachError::RemoteClosedWithError(_)) {
                                 // Artemis mixes up the next link attached on a session with
                                 // the one it just refused; later links go on a fresh session.
-                                current.retire().await;
+                                current.retire(self.batch).await;
                             }
                             return Err(self.endpoint.attach_failed(address, &e));
                         }
@@ -224,13 +225,13 @@ impl Publisher {
 
 impl Current {
     /// Moves on to a fresh session, keeping the current one and its links until the
-    /// batch is done. When none can be had, the next attach fails on the old one and
-    /// reports the connection broken.
-    async fn retire(&mut self) {
+    /// outcomes of batch `batch` and those before it are in. When none can be had, the
+    /// next attach fails on the old one and reports the connection broken.
+    async fn retire(&mut self, batch: u64) {
         match self.shared.new_session().await {
             Ok(fresh) => {
                 let old = std::mem::replace(&mut self.session, fresh);
-                self.retired.push((old, std::mem::take(&mut self.senders)));
+                self.retired.push((batch, old, std::mem::take(&mut self.senders)));
             }
             Err(e) => tracing::debug!(error = %e, "no fresh session after a refused link"),
         }
@@ -291,7 +292,7 @@ impl Endpoint {
 }
 
 impl target::Sender for Publisher {
-    fn send(&mut self, pending: Vec<Pending>, log: &mut Vec<u8>) -> impl Future<Output = ()> + Send {
-        self.send_batch(pending, log)
+    fn start(&mut self, pending: &[Pending]) -> impl Future<Output = Vec<target::Outcome>> + Send {
+        self.start_batch(pending)
     }
 }

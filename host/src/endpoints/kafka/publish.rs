@@ -1,9 +1,9 @@
-//! The target side: drain the queue, map, produce, await the batch's delivery reports.
+//! The target side: produce each mapped batch; its delivery reports are its outcomes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::{BoxFuture, FutureExt, join_all};
+use futures_util::future::FutureExt;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::time::Instant;
@@ -43,24 +43,19 @@ impl Publisher {
         target::publish(&endpoint.ctx, &endpoint.adapter, batches, &mut self).await;
     }
 
-    /// Produces every record, then awaits all delivery reports together and records each
-    /// outcome.
-    async fn send_batch(&self, pending: Vec<Pending>, log: &mut Vec<u8>) {
-        let ctx = &self.endpoint.ctx;
+    /// Produces every record and returns the future of each one's delivery report.
+    async fn start_batch(&self, pending: &[Pending]) -> Vec<target::Outcome> {
         if self.endpoint.health.is_down() {
             // Fail fast: a client waiting on a broker that is down should hear so now.
-            return target::fail_all(ctx, pending, &self.endpoint.health.unavailable(), log);
+            return target::failed(pending.len(), &self.endpoint.health.unavailable());
         }
         let deadline = Instant::now() + self.delivery_timeout + REPORT_GRACE;
         let producer = self.endpoint.producer.load_full();
         let mut reports = Vec::with_capacity(pending.len());
-        for p in &pending {
+        for p in pending {
             reports.push(self.produce(&producer, &p.record, deadline).await);
         }
-        let results = join_all(reports).await;
-        for (p, result) in pending.into_iter().zip(results) {
-            target::finish(ctx, p, result, log);
-        }
+        reports
     }
 
     /// Hands `record` to the producer and returns the future of its outcome: the
@@ -70,11 +65,11 @@ impl Publisher {
         producer: &FutureProducer<KafkaContext>,
         record: &Event,
         deadline: Instant,
-    ) -> BoxFuture<'static, Result<(), DeliveryError>> {
+    ) -> target::Outcome {
         let target = self.endpoint.ctx.name.to_string();
         let outgoing = match message::to_kafka(record, self.endpoint.config.topic.as_deref()) {
             Ok(outgoing) => outgoing,
-            Err(message) => return std::future::ready(Err(DeliveryError::Target { target, message })).boxed(),
+            Err(message) => return target::refused(DeliveryError::Target { target, message }),
         };
         let topic = outgoing.topic.to_owned();
         let mut kafka = FutureRecord::<[u8], [u8]>::to(outgoing.topic).payload(&record.payload[..]);
@@ -99,8 +94,7 @@ impl Publisher {
                     tokio::time::sleep(QUEUE_FULL_PAUSE).await;
                 }
                 Err((error, _)) => {
-                    let failed = self.refused(&topic, record, &error);
-                    return std::future::ready(Err(failed)).boxed();
+                    return target::refused(self.refused(&topic, record, &error));
                 }
             }
         };
@@ -164,7 +158,7 @@ fn failed(target: String, topic: &str, error: &KafkaError, timeout_ms: u128) -> 
 }
 
 impl target::Sender for Publisher {
-    fn send(&mut self, pending: Vec<Pending>, log: &mut Vec<u8>) -> impl Future<Output = ()> + Send {
-        self.send_batch(pending, log)
+    fn start(&mut self, pending: &[Pending]) -> impl Future<Output = Vec<target::Outcome>> + Send {
+        self.start_batch(pending)
     }
 }

@@ -1,5 +1,5 @@
-//! The target side: drain the queue, map, publish, await the batch's PUBACKs and
-//! PUBCOMPs.
+//! The target side: publish each mapped batch; the broker's PUBACKs and PUBCOMPs are
+//! the outcomes.
 //!
 //! The client has no per-publish handle to await. Its event loop takes publish requests
 //! in the order they were queued and reports each one as `Outgoing::Publish(packet id)`
@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
@@ -148,23 +149,26 @@ impl Publisher {
         target::publish(&endpoint.ctx, &endpoint.adapter, batches, &mut self).await;
     }
 
-    /// Publishes every record, then awaits all answers and records each outcome.
-    async fn send_batch(&self, pending: Vec<Pending>, log: &mut Vec<u8>) {
-        let ctx = &self.endpoint.ctx;
+    /// Publishes every record and returns the future of each one's answer.
+    fn start_batch(&self, pending: &[Pending]) -> Vec<target::Outcome> {
         let session = self.link.borrow().clone();
         let Some(session) = session else {
             // Fail fast: a client waiting on a broker that is down should hear so now.
-            return target::fail_all(ctx, pending, &self.endpoint.health.unavailable(), log);
+            return target::failed(pending.len(), &self.endpoint.health.unavailable());
         };
         let deadline = Instant::now() + self.confirm_timeout;
-        let sent: Vec<Sent> = pending.iter().map(|p| self.publish(&session, &p.record)).collect();
-        for (p, sent) in pending.into_iter().zip(sent) {
-            let result = match sent {
-                Ok((topic, answer)) => self.outcome(&topic, tokio::time::timeout_at(deadline, answer).await),
-                Err(error) => Err(error),
-            };
-            target::finish(ctx, p, result, log);
-        }
+        let timeout = self.confirm_timeout;
+        pending
+            .iter()
+            .map(|p| match self.publish(&session, &p.record) {
+                Ok((topic, answer)) => {
+                    let target = self.target();
+                    async move { outcome(&target, &topic, timeout, tokio::time::timeout_at(deadline, answer).await) }
+                        .boxed()
+                }
+                Err(error) => target::refused(error),
+            })
+            .collect()
     }
 
     /// Hands `record` to the client. Returns its topic and where its answer comes.
@@ -203,39 +207,6 @@ impl Publisher {
         }
     }
 
-    /// The delivery outcome of the answer to a publish to `topic`.
-    fn outcome(
-        &self,
-        topic: &str,
-        answer: Result<Result<Answer, oneshot::error::RecvError>, tokio::time::error::Elapsed>,
-    ) -> Result<(), DeliveryError> {
-        let target = self.target();
-        match answer {
-            Ok(Ok(Answer::Confirmed)) => Ok(()),
-            Ok(Ok(Answer::Refused(reason))) => Err(DeliveryError::Target {
-                target,
-                message: format!("topic `{topic}`: refused by the broker ({reason})"),
-            }),
-            Ok(Ok(Answer::Lost(reason))) => Err(DeliveryError::Unavailable {
-                target,
-                message: format!(
-                    "topic `{topic}`: {reason} before the broker acknowledged; it may or may not have arrived"
-                ),
-            }),
-            Ok(Err(_)) => Err(DeliveryError::Unavailable {
-                target,
-                message: format!("topic `{topic}`: the connection ended before the broker acknowledged"),
-            }),
-            Err(_) => Err(DeliveryError::Timeout {
-                target,
-                message: format!(
-                    "topic `{topic}`: not acknowledged by the broker within {} ms; it may or may not have been delivered",
-                    self.confirm_timeout.as_millis()
-                ),
-            }),
-        }
-    }
-
     /// The endpoint's name, as errors name the target.
     fn target(&self) -> String {
         self.endpoint.ctx.name.to_string()
@@ -243,8 +214,42 @@ impl Publisher {
 }
 
 impl target::Sender for Publisher {
-    fn send(&mut self, pending: Vec<Pending>, log: &mut Vec<u8>) -> impl Future<Output = ()> + Send {
-        self.send_batch(pending, log)
+    fn start(&mut self, pending: &[Pending]) -> impl Future<Output = Vec<target::Outcome>> + Send {
+        std::future::ready(self.start_batch(pending))
+    }
+}
+
+/// The delivery outcome of the answer to a publish to `topic` by endpoint `target`,
+/// which waited up to `timeout` for it.
+fn outcome(
+    target: &str,
+    topic: &str,
+    timeout: Duration,
+    answer: Result<Result<Answer, oneshot::error::RecvError>, tokio::time::error::Elapsed>,
+) -> Result<(), DeliveryError> {
+    let target = target.to_owned();
+    match answer {
+        Ok(Ok(Answer::Confirmed)) => Ok(()),
+        Ok(Ok(Answer::Refused(reason))) => {
+            Err(DeliveryError::Target { target, message: format!("topic `{topic}`: refused by the broker ({reason})") })
+        }
+        Ok(Ok(Answer::Lost(reason))) => Err(DeliveryError::Unavailable {
+            target,
+            message: format!(
+                "topic `{topic}`: {reason} before the broker acknowledged; it may or may not have arrived"
+            ),
+        }),
+        Ok(Err(_)) => Err(DeliveryError::Unavailable {
+            target,
+            message: format!("topic `{topic}`: the connection ended before the broker acknowledged"),
+        }),
+        Err(_) => Err(DeliveryError::Timeout {
+            target,
+            message: format!(
+                "topic `{topic}`: not acknowledged by the broker within {} ms; it may or may not have been delivered",
+                timeout.as_millis()
+            ),
+        }),
     }
 }
 

@@ -1,9 +1,9 @@
-//! The target side: drain the queue, map, publish, await the batch's confirms.
+//! The target side: publish each mapped batch; its publisher confirms are its outcomes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::{BoxFuture, FutureExt, join_all};
+use futures_util::future::FutureExt;
 use lapin::Confirmation;
 use lapin::options::BasicPublishOptions;
 use tokio::sync::watch;
@@ -39,38 +39,28 @@ impl Publisher {
         target::publish(&endpoint.ctx, &endpoint.adapter, batches, &mut self).await;
     }
 
-    /// Publishes every record, then awaits all confirms together and records each
-    /// outcome.
-    async fn send_batch(&self, pending: Vec<Pending>, log: &mut Vec<u8>) {
-        let ctx = &self.endpoint.ctx;
+    /// Publishes every record and returns the future of each one's confirm.
+    async fn start_batch(&self, pending: &[Pending]) -> Vec<target::Outcome> {
         let session = self.link.borrow().clone();
         let Some(session) = session else {
             // Fail fast: a client waiting on a broker that is down should hear so now.
-            return target::fail_all(ctx, pending, &self.endpoint.health.unavailable(), log);
+            return target::failed(pending.len(), &self.endpoint.health.unavailable());
         };
         let deadline = Instant::now() + self.confirm_timeout;
         let mut confirms = Vec::with_capacity(pending.len());
-        for p in &pending {
+        for p in pending {
             confirms.push(self.publish(&session, &p.record, deadline).await);
         }
-        let results = join_all(confirms).await;
-        for (p, result) in pending.into_iter().zip(results) {
-            target::finish(ctx, p, result, log);
-        }
+        confirms
     }
 
     /// Publishes `record` and returns the future of its outcome: the broker's confirm,
     /// or an error that is already known.
-    async fn publish(
-        &self,
-        session: &Session,
-        record: &Event,
-        deadline: Instant,
-    ) -> BoxFuture<'static, Result<(), DeliveryError>> {
+    async fn publish(&self, session: &Session, record: &Event, deadline: Instant) -> target::Outcome {
         let target = self.target();
         let outgoing = match message::to_amqp(record, self.endpoint.config.exchange.as_deref().unwrap_or("")) {
             Ok(outgoing) => outgoing,
-            Err(message) => return std::future::ready(Err(DeliveryError::Target { target, message })).boxed(),
+            Err(message) => return target::refused(DeliveryError::Target { target, message }),
         };
         let place = describe(outgoing.exchange.as_str(), outgoing.routing_key.as_str());
         let options = BasicPublishOptions { mandatory: self.endpoint.config.mandatory, immediate: false };
@@ -90,11 +80,11 @@ impl Publisher {
             Ok(Err(e)) => {
                 self.endpoint.broken.notify_one();
                 let message = format!("{place}: not sent, the connection to {} failed: {e}", self.endpoint.url);
-                return std::future::ready(Err(DeliveryError::Unavailable { target, message })).boxed();
+                return target::refused(DeliveryError::Unavailable { target, message });
             }
             Err(_) => {
                 let message = format!("{place}: not sent within {} ms", self.confirm_timeout.as_millis());
-                return std::future::ready(Err(DeliveryError::Timeout { target, message })).boxed();
+                return target::refused(DeliveryError::Timeout { target, message });
             }
         };
         let timeout_ms = self.confirm_timeout.as_millis();
@@ -141,7 +131,7 @@ impl Publisher {
 }
 
 impl target::Sender for Publisher {
-    fn send(&mut self, pending: Vec<Pending>, log: &mut Vec<u8>) -> impl Future<Output = ()> + Send {
-        self.send_batch(pending, log)
+    fn start(&mut self, pending: &[Pending]) -> impl Future<Output = Vec<target::Outcome>> + Send {
+        self.start_batch(pending)
     }
 }
