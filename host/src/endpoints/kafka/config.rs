@@ -223,8 +223,11 @@ const fn default_idempotent() -> bool {
     true
 }
 
+/// 1 ms, not librdkafka's 5: every record's sender waits for its delivery report, so
+/// the linger is paid by each request; under load batches fill within 1 ms anyway
+/// (docs/benchmarks.md, "Brokers": 64 POST connections made 3.0 × the rate).
 const fn default_linger_ms() -> u64 {
-    5
+    1
 }
 
 const fn default_batch_size_bytes() -> u64 {
@@ -503,7 +506,7 @@ mod tests {
             ("security.protocol", "plaintext"),
             ("enable.idempotence", "true"),
             ("acks", "all"),
-            ("linger.ms", "5"),
+            ("linger.ms", "1"),
             ("compression.type", "none"),
             ("message.timeout.ms", "5000"),
         ] {
