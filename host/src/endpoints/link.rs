@@ -1,13 +1,106 @@
-//! What every broker endpoint's connection supervisor shares: the backoff between
-//! attempts, and the endpoint's health as `/readyz` and failing deliveries see it.
+//! What every broker endpoint's connection supervisor shares: the loop that connects,
+//! serves and reconnects ([`supervise`]), the backoff between attempts, and the
+//! endpoint's health as `/readyz` and failing deliveries see it.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::admin::Readiness;
 use crate::event::DeliveryError;
+use crate::host::ComponentContext;
+
+/// How one served connection ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// The host is stopping.
+    Stop,
+    /// The connection broke, for this reason.
+    Broken(String),
+    /// Routes from the endpoint appeared or went: consuming starts or stops, on a new
+    /// connection.
+    RoutesChanged,
+}
+
+impl Ended {
+    /// Why the connection to `url` is gone, for readiness and for what was in flight on
+    /// it. `None` for [`Ended::Stop`].
+    #[must_use]
+    pub fn reason(&self, url: &str) -> Option<String> {
+        match self {
+            Self::Stop => None,
+            Self::Broken(reason) => Some(format!("lost the connection to {url}: {reason}")),
+            Self::RoutesChanged => Some(format!("reconnecting to {url}: routes changed")),
+        }
+    }
+}
+
+/// A broker endpoint's protocol, as [`supervise`] drives it.
+pub trait Connector: Send + Sync + 'static {
+    /// An open connection, subscribed when it consumes.
+    type Connection: Send;
+
+    /// The endpoint's context (for its reconnect counter), its health, and the
+    /// broker's redacted address.
+    fn endpoint(&self) -> (&ComponentContext, &Health, &str);
+
+    /// True when the next connection should consume: routes take the endpoint's
+    /// events, and the host is not stopping its sources.
+    fn wants_consumer(&self) -> bool;
+
+    /// Connects (within the endpoint's connect timeout), consuming when `consume`.
+    /// The error says what failed, as readiness reports it.
+    fn open(&self, consume: bool) -> impl Future<Output = Result<Self::Connection, String>> + Send;
+
+    /// Offers `connection` to the publisher and serves it until it ends or `stop`,
+    /// then withdraws and closes it.
+    fn serve(&self, connection: Self::Connection, stop: &CancellationToken) -> impl Future<Output = Ended> + Send;
+}
+
+/// Runs [`supervise`] as a task of the current span.
+pub fn spawn(connector: impl Connector, stop: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move { supervise(&connector, &stop).await }.in_current_span())
+}
+
+/// Connects, serves and reconnects with [`Backoff`] until `stop`, keeping the
+/// endpoint's health (and so `/readyz`) up to date and counting reconnects.
+pub async fn supervise(connector: &impl Connector, stop: &CancellationToken) {
+    let (ctx, health, url) = connector.endpoint();
+    let mut backoff = Backoff::default();
+    let mut connected_before = false;
+    while !stop.is_cancelled() {
+        let attempt = tokio::select! {
+            attempt = connector.open(connector.wants_consumer()) => attempt,
+            () = stop.cancelled() => return,
+        };
+        match attempt {
+            Ok(connection) => {
+                if connected_before && let Some(stats) = ctx.recorder.stats(ctx.id) {
+                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                connected_before = true;
+                backoff.reset();
+                health.report(None);
+                let ended = connector.serve(connection, stop).await;
+                let Some(reason) = ended.reason(url) else { return };
+                health.report(Some(reason.clone()));
+                if matches!(ended, Ended::RoutesChanged) {
+                    tracing::info!("routes from the endpoint changed; reconnecting to start or stop consuming");
+                    continue;
+                }
+                tracing::warn!(reason = %reason, "the broker connection broke; reconnecting");
+            }
+            Err(e) => health.attempt_failed(url, &e, backoff.pause()),
+        }
+        if !backoff.wait(stop).await {
+            return;
+        }
+    }
+}
 
 /// The first pause before reconnecting; it doubles on every failure in a row.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);

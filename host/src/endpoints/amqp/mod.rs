@@ -18,7 +18,7 @@
 //! One supervisor task owns the connection. It connects (TCP, TLS, SASL), begins a
 //! session for sending and, when consuming, one for the receivers; then it reports the
 //! endpoint ready. When anything breaks it reports why on `/readyz`, drops the
-//! connection and builds everything again, with exponential backoff (see [`Backoff`]).
+//! connection and builds everything again, with exponential backoff (see [`link::supervise`]).
 
 mod config;
 mod message;
@@ -26,7 +26,6 @@ mod publish;
 mod receive;
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -51,7 +50,7 @@ pub use config::{AmqpConfig, DeliveryMode, parse_url};
 use crate::endpoints::ConsumerMode;
 
 use crate::adapter::{self, Adapter};
-use crate::endpoints::link::{Backoff, Health};
+use crate::endpoints::link::{self, Ended, Health};
 use crate::host::{ComponentContext, StartError};
 use crate::pipeline::TargetSender;
 
@@ -123,14 +122,39 @@ struct Opened {
     shared: Arc<Shared>,
 }
 
-/// How a served connection ended.
-enum Ended {
-    /// The host is stopping.
-    Stop,
-    /// The connection or a link broke, for this reason.
-    Broken(String),
-    /// Routes from the endpoint appeared or went: receiving starts or stops.
-    RoutesChanged,
+/// The endpoint as [`link::supervise`] drives it.
+struct Supervisor {
+    /// What the tasks of the endpoint share.
+    endpoint: Arc<Endpoint>,
+    /// Carries the live connection's sending session to the publisher.
+    link: watch::Sender<Option<Arc<Shared>>>,
+}
+
+impl link::Connector for Supervisor {
+    type Connection = Opened;
+
+    fn endpoint(&self) -> (&ComponentContext, &Health, &str) {
+        (&self.endpoint.ctx, &self.endpoint.health, &self.endpoint.url)
+    }
+
+    fn wants_consumer(&self) -> bool {
+        self.endpoint.wants_receivers()
+    }
+
+    async fn open(&self, receive: bool) -> Result<Opened, String> {
+        let deadline = Instant::now() + Duration::from_millis(self.endpoint.config.connect_timeout_ms);
+        self.endpoint.open(receive, deadline).await.map_err(|e| e.to_string())
+    }
+
+    async fn serve(&self, opened: Opened, stop: &CancellationToken) -> Ended {
+        let Opened { mut connection, receiving, receivers, shared } = opened;
+        tracing::info!(url = %self.endpoint.url, receivers = receivers.len(), "connected to the AMQP 1.0 broker");
+        self.link.send_replace(Some(Arc::clone(&shared)));
+        let ended = self.endpoint.serve(&mut connection, receivers, &shared, stop).await;
+        self.link.send_replace(None);
+        drop(receiving);
+        ended
+    }
 }
 
 /// Why a connection could not be opened.
@@ -195,7 +219,7 @@ pub fn spawn(ctx: ComponentContext, config: &AmqpConfig) -> Result<(TargetSender
     let task = async move {
         let (link, watching) = watch::channel(None);
         let stop = CancellationToken::new();
-        let supervisor = tokio::spawn(Arc::clone(&endpoint).supervise(link, stop.clone()).in_current_span());
+        let supervisor = link::spawn(Supervisor { endpoint: Arc::clone(&endpoint), link }, stop.clone());
         // The queue closes in the last shutdown stage, after the bus drained; the
         // connection stays up until then so that drained deliveries are sent.
         publish::Publisher::new(Arc::clone(&endpoint), watching).run(rx).await;
@@ -216,55 +240,6 @@ impl Endpoint {
         let can = !self.config.queues.is_empty() || !self.config.topics.is_empty();
         can && !self.ctx.shutdown.sources.is_cancelled()
             && !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty()
-    }
-
-    /// Connects, serves, and reconnects until `stop`. `link` carries the live
-    /// connection's sending session to the publisher.
-    async fn supervise(self: Arc<Self>, link: watch::Sender<Option<Arc<Shared>>>, stop: CancellationToken) {
-        let mut backoff = Backoff::default();
-        let mut connected_before = false;
-        while !stop.is_cancelled() {
-            let receive = self.wants_receivers();
-            let deadline = Instant::now() + Duration::from_millis(self.config.connect_timeout_ms);
-            let attempt = tokio::select! {
-                attempt = self.open(receive, deadline) => attempt,
-                () = stop.cancelled() => return,
-            };
-            match attempt {
-                Ok(opened) => {
-                    if connected_before && let Some(stats) = self.ctx.recorder.stats(self.ctx.id) {
-                        stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                    }
-                    connected_before = true;
-                    backoff.reset();
-                    self.health.report(None);
-                    let receivers = opened.receivers.len();
-                    tracing::info!(url = %self.url, receivers, "connected to the AMQP 1.0 broker");
-                    link.send_replace(Some(Arc::clone(&opened.shared)));
-                    let Opened { mut connection, receiving, receivers, shared } = opened;
-                    let ended = self.serve(&mut connection, receivers, &shared, &stop).await;
-                    link.send_replace(None);
-                    drop(receiving);
-                    match ended {
-                        Ended::Stop => return,
-                        Ended::RoutesChanged => {
-                            tracing::info!("routes from the endpoint changed; reconnecting to start or stop receiving");
-                            self.health.report(Some(format!("reconnecting to {}: routes changed", self.url)));
-                            continue;
-                        }
-                        Ended::Broken(reason) => {
-                            let reason = format!("lost the connection to {}: {reason}", self.url);
-                            tracing::warn!(reason = %reason, "AMQP connection broke; reconnecting");
-                            self.health.report(Some(reason));
-                        }
-                    }
-                }
-                Err(e) => self.health.attempt_failed(&self.url, &e.to_string(), backoff.pause()),
-            }
-            if !backoff.wait(&stop).await {
-                return;
-            }
-        }
     }
 
     /// Connects, begins the sending session and, when `receive`, attaches the receivers,

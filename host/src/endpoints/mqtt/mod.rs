@@ -44,7 +44,7 @@ pub use config::{BrokerAddress, MqttConfig, check_filter, parse_url, qos};
 use publish::{Answer, Inflight};
 
 use crate::adapter::{self, Adapter};
-use crate::endpoints::link::{Backoff, Health};
+use crate::endpoints::link::{self, Ended, Health};
 use crate::host::{ComponentContext, StartError};
 use crate::pipeline::TargetSender;
 
@@ -100,14 +100,49 @@ struct Opened {
     received: Vec<Publish>,
 }
 
-/// How a served session ended.
-enum Ended {
-    /// The host is stopping.
-    Stop,
-    /// The connection broke, for this reason.
-    Broken(String),
-    /// Routes from the endpoint appeared or went: subscribing starts or stops.
-    RoutesChanged,
+/// The endpoint as [`link::supervise`] drives it.
+struct Supervisor {
+    /// What the tasks of the endpoint share.
+    endpoint: Arc<Endpoint>,
+    /// Carries the live session to the publisher.
+    link: watch::Sender<Option<Arc<Session>>>,
+}
+
+impl link::Connector for Supervisor {
+    /// The session, and whether it subscribed.
+    type Connection = (Opened, bool);
+
+    fn endpoint(&self) -> (&ComponentContext, &Health, &str) {
+        (&self.endpoint.ctx, &self.endpoint.health, &self.endpoint.url)
+    }
+
+    fn wants_consumer(&self) -> bool {
+        self.endpoint.wants_consumer()
+    }
+
+    async fn open(&self, consume: bool) -> Result<Self::Connection, String> {
+        let timeout = Duration::from_millis(self.endpoint.config.connect_timeout_ms);
+        match tokio::time::timeout(timeout, self.endpoint.open(consume)).await {
+            Ok(opened) => opened.map(|opened| (opened, consume)),
+            Err(_) => {
+                let what = if consume { "CONNACK or SUBACK" } else { "CONNACK" };
+                Err(format!("no {what} within {} ms", timeout.as_millis()))
+            }
+        }
+    }
+
+    async fn serve(&self, (opened, consuming): Self::Connection, stop: &CancellationToken) -> Ended {
+        let endpoint = &self.endpoint;
+        let Opened { session, eventloop, received } = opened;
+        tracing::info!(url = %endpoint.url, client_id = %endpoint.client_id, consuming, "connected to the mqtt broker");
+        let session = Arc::new(session);
+        self.link.send_replace(Some(Arc::clone(&session)));
+        let ended = endpoint.serve(&session, eventloop, received, consuming, stop).await;
+        self.link.send_replace(None);
+        let lost = ended.reason(&endpoint.url);
+        session.inflight.lose(lost.as_deref().unwrap_or("the host closed the connection"));
+        ended
+    }
 }
 
 /// Loads the adapter and the TLS settings, and starts the supervisor and the
@@ -153,7 +188,7 @@ pub fn spawn(ctx: ComponentContext, config: &MqttConfig) -> Result<(TargetSender
     let task = async move {
         let (link, watching) = watch::channel(None);
         let stop = CancellationToken::new();
-        let supervisor = tokio::spawn(Arc::clone(&endpoint).supervise(link, stop.clone()).in_current_span());
+        let supervisor = link::spawn(Supervisor { endpoint: Arc::clone(&endpoint), link }, stop.clone());
         // The queue closes in the last shutdown stage, after the bus drained; the
         // connection stays up until then so that drained deliveries are published.
         publish::Publisher::new(Arc::clone(&endpoint), watching).run(rx).await;
@@ -178,62 +213,6 @@ impl Endpoint {
     /// host is not stopping its sources.
     fn wants_consumer(&self) -> bool {
         self.routed() && !self.ctx.shutdown.sources.is_cancelled()
-    }
-
-    /// Connects, serves, and reconnects until `stop`. `link` carries the live session
-    /// to the publisher.
-    async fn supervise(self: Arc<Self>, link: watch::Sender<Option<Arc<Session>>>, stop: CancellationToken) {
-        let mut backoff = Backoff::default();
-        let mut connected_before = false;
-        while !stop.is_cancelled() {
-            let consume = self.wants_consumer();
-            let timeout = Duration::from_millis(self.config.connect_timeout_ms);
-            let attempt = tokio::select! {
-                attempt = tokio::time::timeout(timeout, self.open(consume)) => attempt,
-                () = stop.cancelled() => return,
-            };
-            let opened = attempt.unwrap_or_else(|_| {
-                Err(format!("no CONNACK{} within {} ms", if consume { " or SUBACK" } else { "" }, timeout.as_millis()))
-            });
-            match opened {
-                Ok(Opened { session, eventloop, received }) => {
-                    if connected_before && let Some(stats) = self.ctx.recorder.stats(self.ctx.id) {
-                        stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                    }
-                    connected_before = true;
-                    backoff.reset();
-                    self.health.report(None);
-                    tracing::info!(url = %self.url, client_id = %self.client_id, consuming = consume, "connected to the mqtt broker");
-                    let session = Arc::new(session);
-                    link.send_replace(Some(Arc::clone(&session)));
-                    let ended = self.serve(&session, eventloop, received, consume, &stop).await;
-                    link.send_replace(None);
-                    let reason = match ended {
-                        Ended::Stop => {
-                            session.inflight.lose("the host closed the connection");
-                            return;
-                        }
-                        Ended::RoutesChanged => {
-                            tracing::info!(
-                                "routes from the endpoint changed; reconnecting to start or stop subscribing"
-                            );
-                            let reason = format!("reconnecting to {}: routes changed", self.url);
-                            self.health.report(Some(reason.clone()));
-                            session.inflight.lose(&reason);
-                            continue;
-                        }
-                        Ended::Broken(reason) => format!("lost the connection to {}: {reason}", self.url),
-                    };
-                    tracing::warn!(reason = %reason, "mqtt connection broke; reconnecting");
-                    self.health.report(Some(reason.clone()));
-                    session.inflight.lose(&reason);
-                }
-                Err(e) => self.health.attempt_failed(&self.url, &e, backoff.pause()),
-            }
-            if !backoff.wait(&stop).await {
-                return;
-            }
-        }
     }
 
     /// The client options of one connection attempt.

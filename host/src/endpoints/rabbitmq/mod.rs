@@ -15,7 +15,7 @@
 //! One supervisor task owns the connection. It connects, opens the publishing channel
 //! and, when consuming, declares and binds the queue; then it reports the endpoint
 //! ready. When anything breaks it reports why on `/readyz`, closes the connection and
-//! builds everything again, with exponential backoff (see [`Backoff`]).
+//! builds everything again, with exponential backoff (see [`link::supervise`]).
 
 mod config;
 mod consume;
@@ -24,7 +24,6 @@ mod publish;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -46,7 +45,7 @@ pub use config::{RabbitMqConfig, load_tls, parse_url};
 
 use crate::adapter::{self, Adapter};
 use crate::endpoints::ConsumerMode;
-use crate::endpoints::link::{Backoff, Health};
+use crate::endpoints::link::{self, Ended, Health};
 use crate::host::{ComponentContext, StartError};
 use crate::pipeline::TargetSender;
 
@@ -100,14 +99,43 @@ impl Session {
     }
 }
 
-/// How a served session ended.
-enum Ended {
-    /// The host is stopping.
-    Stop,
-    /// The connection or a channel broke, for this reason.
-    Broken(String),
-    /// Routes from the endpoint appeared or went: consuming starts or stops.
-    RoutesChanged,
+/// The endpoint as [`link::supervise`] drives it.
+struct Supervisor {
+    /// What the tasks of the endpoint share.
+    endpoint: Arc<Endpoint>,
+    /// Carries the live session to the publisher.
+    link: watch::Sender<Option<Arc<Session>>>,
+    /// The queue to consume.
+    queue: String,
+}
+
+impl link::Connector for Supervisor {
+    type Connection = (Session, Option<lapin::Consumer>);
+
+    fn endpoint(&self) -> (&ComponentContext, &Health, &str) {
+        (&self.endpoint.ctx, &self.endpoint.health, &self.endpoint.url)
+    }
+
+    fn wants_consumer(&self) -> bool {
+        self.endpoint.wants_consumer()
+    }
+
+    async fn open(&self, consume: bool) -> Result<Self::Connection, String> {
+        let ms = self.endpoint.config.connect_timeout_ms;
+        let attempt = tokio::time::timeout(Duration::from_millis(ms), self.endpoint.open(consume, &self.queue)).await;
+        attempt.unwrap_or(Err(OpenError::Timeout(ms))).map_err(|e| e.to_string())
+    }
+
+    async fn serve(&self, (session, consumer): Self::Connection, stop: &CancellationToken) -> Ended {
+        let endpoint = &self.endpoint;
+        tracing::info!(url = %endpoint.url, consuming = session.consuming, "connected to rabbitmq");
+        let session = Arc::new(session);
+        self.link.send_replace(Some(Arc::clone(&session)));
+        let ended = endpoint.serve(&session, consumer, &self.queue, stop).await;
+        self.link.send_replace(None);
+        close(&session.connection).await;
+        ended
+    }
 }
 
 /// Why a session could not be opened.
@@ -176,7 +204,7 @@ pub fn spawn(ctx: ComponentContext, config: &RabbitMqConfig) -> Result<(TargetSe
     let task = async move {
         let (link, watching) = watch::channel(None);
         let stop = CancellationToken::new();
-        let supervisor = tokio::spawn(Arc::clone(&endpoint).supervise(link, queue, stop.clone()).in_current_span());
+        let supervisor = link::spawn(Supervisor { endpoint: Arc::clone(&endpoint), link, queue }, stop.clone());
         // The queue closes in the last shutdown stage, after the bus drained; the
         // connection stays up until then so that drained deliveries are published.
         publish::Publisher::new(Arc::clone(&endpoint), watching).run(rx).await;
@@ -197,64 +225,6 @@ impl Endpoint {
         let can = self.config.consumer == ConsumerMode::Shared || self.config.bind_exchange.is_some();
         can && !self.ctx.shutdown.sources.is_cancelled()
             && !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty()
-    }
-
-    /// Connects, serves, and reconnects until `stop`. `link` carries the live session
-    /// to the publisher; `queue` is the queue to consume.
-    async fn supervise(
-        self: Arc<Self>,
-        link: watch::Sender<Option<Arc<Session>>>,
-        queue: String,
-        stop: CancellationToken,
-    ) {
-        let mut backoff = Backoff::default();
-        let mut connected_before = false;
-        while !stop.is_cancelled() {
-            let consume = self.wants_consumer();
-            let timeout = Duration::from_millis(self.config.connect_timeout_ms);
-            let attempt = tokio::select! {
-                attempt = tokio::time::timeout(timeout, self.open(consume, &queue)) => attempt,
-                () = stop.cancelled() => return,
-            };
-            let opened = attempt.unwrap_or(Err(OpenError::Timeout(self.config.connect_timeout_ms)));
-            match opened {
-                Ok((session, consumer)) => {
-                    if connected_before && let Some(stats) = self.ctx.recorder.stats(self.ctx.id) {
-                        stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                    }
-                    connected_before = true;
-                    backoff.reset();
-                    self.health.report(None);
-                    tracing::info!(url = %self.url, consuming = session.consuming, "connected to rabbitmq");
-                    let session = Arc::new(session);
-                    link.send_replace(Some(Arc::clone(&session)));
-                    let ended = self.serve(&session, consumer, &queue, &stop).await;
-                    link.send_replace(None);
-                    match ended {
-                        Ended::Stop => {
-                            close(&session.connection).await;
-                            return;
-                        }
-                        Ended::RoutesChanged => {
-                            tracing::info!("routes from the endpoint changed; reconnecting to start or stop consuming");
-                            self.health.report(Some(format!("reconnecting to {}: routes changed", self.url)));
-                            close(&session.connection).await;
-                            continue;
-                        }
-                        Ended::Broken(reason) => {
-                            let reason = format!("lost the connection to {}: {reason}", self.url);
-                            tracing::warn!(reason = %reason, "rabbitmq session broke; reconnecting");
-                            self.health.report(Some(reason));
-                            close(&session.connection).await;
-                        }
-                    }
-                }
-                Err(e) => self.health.attempt_failed(&self.url, &e.to_string(), backoff.pause()),
-            }
-            if !backoff.wait(&stop).await {
-                return;
-            }
-        }
     }
 
     /// Connects and opens the publishing channel and, when `consume`, the consumer of
