@@ -155,7 +155,7 @@ fn upgrade(
             // client. Reads grow past 4 KiB only while a large message arrives.
             .read_buffer_size(READ_BUFFER_BYTES);
         let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(wire)).await;
-        Connection { entrypoint, config, session: Arc::new(session) }.run(socket, cursor).await;
+        Connection::new(entrypoint, config, session).run(socket, cursor).await;
     });
     let mut response = respond(StatusCode::SWITCHING_PROTOCOLS, "text/plain", "");
     let headers = response.headers_mut();
@@ -192,18 +192,34 @@ struct Connection {
     entrypoint: Entrypoint,
     /// Its settings.
     config: Arc<WebSocketConfig>,
-    /// The client session, passed to the adapter with every batch.
-    session: Arc<Session>,
+    /// The adapter's context for this client's frames: route 0 and the client's
+    /// session. Built once: a session is several strings, and cloning it for every
+    /// frame cost as much as decoding the frame.
+    call: CallContext,
+    /// The client's id, stamped on every event it sends.
+    client_id: Text,
+    /// The ordering key of the client's events.
+    ordering_key: u64,
 }
 
 impl Connection {
+    fn new(entrypoint: Entrypoint, config: Arc<WebSocketConfig>, session: Session) -> Self {
+        let client_id = Text::from(session.client_id.as_str());
+        let ordering_key = ordering_key(&session.client_id);
+        Self { entrypoint, config, call: CallContext { route: 0, session: Some(session) }, client_id, ordering_key }
+    }
+
+    /// The query of the client's upgrade request.
+    fn query(&self) -> &[(String, String)] {
+        self.call.session.as_ref().map_or(&[], |session| &session.query)
+    }
+
     async fn run(self, socket: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, cursor: u64) {
-        let client_id = self.session.client_id.clone();
+        let client_id = self.client_id.as_str().to_owned();
         self.entrypoint.lifecycle(EventKind::Connect, &client_id).await;
         let (sink, mut stream) = socket.split();
         let (commands, outbox) = mpsc::channel(OUTBOX_FRAMES);
-        let feed =
-            Feed::new(Arc::clone(self.entrypoint.hub()), cursor, filter_from_query(&self.session.query, &client_id));
+        let feed = Feed::new(Arc::clone(self.entrypoint.hub()), cursor, filter_from_query(self.query(), &client_id));
         let mut writer = tokio::spawn(write(
             sink,
             feed,
@@ -261,14 +277,13 @@ impl Connection {
     ) -> Option<(CloseCode, String)> {
         let ctx = &self.entrypoint.ctx;
         let mut frame = Event::new(ctx.id, payload);
-        frame.ordering_key = ordering_key(&self.session.client_id);
-        frame.client_id = Some(Text::from(self.session.client_id.as_str()));
+        frame.ordering_key = self.ordering_key;
+        frame.client_id = Some(self.client_id.clone());
         frame.destination = self.config.destination.as_deref().map(Text::from);
         if binary {
             frame.flags |= FLAG_BINARY;
         }
-        let call = CallContext { route: 0, session: Some((*self.session).clone()) };
-        let mapped = match self.entrypoint.adapter.map(adapter::Direction::Upstream, &call, vec![frame]) {
+        let mapped = match self.entrypoint.adapter.map(adapter::Direction::Upstream, &self.call, vec![frame]) {
             Ok(mapped) => mapped,
             Err((_, e)) => return Some((CloseCode::Error, e.to_string())),
         };
