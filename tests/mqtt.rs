@@ -1054,9 +1054,6 @@ async fn a_hand_over_longer_than_the_keep_alive_keeps_the_session_and_the_order(
         r#"
         {slow}
 
-        [adapters]
-        call_timeout_ms = 1000
-
         [endpoints.mq]
         type = "mqtt"
         url = "{url}"

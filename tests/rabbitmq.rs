@@ -867,9 +867,8 @@ async fn kill_and_restart(
     prefetch: usize,
     config: &str,
 ) {
-    let before = first.packets();
-    first.kill();
-    // The lines written before the kill are all there once the pipe is drained.
+    // Every line written before the kill, the pipe drained.
+    let before = first.kill();
     let handed_over: std::collections::BTreeSet<String> = delivered_ids(&before, "events").into_iter().collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     let kept = loop {

@@ -167,6 +167,8 @@ pub struct HostProcess {
     pub admin: SocketAddr,
     /// Packet-log lines read so far.
     packets: Arc<Mutex<Vec<String>>>,
+    /// The thread reading stdout into `packets`; it ends when the process does.
+    reader: Option<std::thread::JoinHandle<()>>,
     /// Holds the config and log files.
     dir: tempfile::TempDir,
 }
@@ -193,13 +195,13 @@ impl HostProcess {
         let stdout = child.stdout.take().expect("stdout is piped");
         let packets = Arc::new(Mutex::new(Vec::new()));
         let lines = Arc::clone(&packets);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
                 lines.lock().expect("not poisoned").push(line);
             }
         });
-        let process = Self { child, listen, admin, packets, dir };
+        let process = Self { child, listen, admin, packets, reader: Some(reader), dir };
         let deadline = tokio::time::Instant::now() + WAIT;
         while TcpStream::connect(admin).await.is_err() {
             assert!(tokio::time::Instant::now() < deadline, "the host did not start; its log:\n{}", process.log());
@@ -228,10 +230,16 @@ impl HostProcess {
         request(self.admin, "GET", path, &[], Bytes::new()).await
     }
 
-    /// Kills the process with SIGKILL: no shutdown, no goodbye to any broker.
-    pub fn kill(mut self) {
+    /// Kills the process with SIGKILL (no shutdown, no goodbye to any broker) and
+    /// returns every packet-log line it wrote: the pipe is read to its end first, so
+    /// a line written just before the kill is there too.
+    pub fn kill(mut self) -> Vec<serde_json::Value> {
         self.child.kill().expect("SIGKILL sent");
         self.child.wait().expect("the host exited");
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the stdout reader");
+        }
+        self.packets()
     }
 }
 
@@ -613,7 +621,9 @@ impl Outage {
 /// host, for backpressure tests: the `pace` adapter takes `pause_ms` per event, the hub
 /// takes 4 events at a time, and the one bus shard in front of it holds 4 events and
 /// waits instead of answering busy. A broker endpoint routed to it has to stop
-/// consuming while the hub catches up. `events` sizes the ring.
+/// consuming while the hub catches up. `events` sizes the ring. The adapter call
+/// deadline is generous: on a loaded machine a waiting guest may be descheduled past
+/// the default 100 ms, which would fail its events instead of slowing them.
 pub fn slow_hub(pause_ms: u64, events: usize) -> String {
     format!(
         r#"
@@ -621,6 +631,9 @@ pub fn slow_hub(pause_ms: u64, events: usize) -> String {
         shards = 1
         queue_capacity = 4
         publish_timeout_ms = 600000
+
+        [adapters]
+        call_timeout_ms = 10000
 
         [entrypoints.slow]
         type = "websocket"

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -34,7 +35,7 @@ use super::{Entrypoint, filter_from_query, ordering_key, session};
 use crate::adapter::{self, CallContext, ErrorKind, Session};
 use crate::bus::BusError;
 use crate::config::Problems;
-use crate::event::{Ack, Event, EventKind, Text};
+use crate::event::{Ack, AckReceiver, Event, EventKind, Text};
 use crate::server::{Body, Handler, json_error, respond};
 
 /// The socket read buffer per connection (tungstenite's default is 128 KiB).
@@ -174,8 +175,8 @@ fn upgrade(
 /// What the reader asks of the writer.
 #[derive(Debug)]
 enum Command {
-    /// Send this frame (an acknowledgement, an error).
-    Send(Message),
+    /// Answer the publish with this id once its acknowledgement settles.
+    Confirm(String, AckReceiver),
     /// Add a topic pattern to the feed's filter.
     Subscribe(String),
     /// Remove a topic pattern.
@@ -226,6 +227,7 @@ impl Connection {
             outbox,
             self.entrypoint.clone(),
             Duration::from_millis(self.config.ping_interval_ms),
+            Duration::from_millis(self.config.ack_timeout_ms),
         ));
         let idle = Duration::from_millis(self.entrypoint.common.idle_timeout_ms);
         let shutdown = self.entrypoint.ctx.shutdown.accept.clone();
@@ -321,11 +323,10 @@ impl Connection {
     /// client meets TCP backpressure); nothing is dropped. A message that asked for
     /// an acknowledgement gets one once every target confirmed it.
     async fn publish(&self, mut event: Event, commands: &mpsc::Sender<Command>) {
-        let id = event.id.to_string();
         let confirmed = (event.flags & FLAG_ACK_REQUESTED != 0).then(|| {
             let (ack, confirmed) = Ack::new();
             event.ack = Some(ack);
-            confirmed
+            (event.id.to_string(), confirmed)
         });
         let bus = &self.entrypoint.ctx.bus;
         let mut pending = event;
@@ -336,23 +337,24 @@ impl Connection {
                 Err(BusError::Closed(_)) => return,
             }
         }
-        let Some(confirmed) = confirmed else { return };
-        let commands = commands.clone();
-        let timeout = Duration::from_millis(self.config.ack_timeout_ms);
-        tokio::spawn(async move {
-            let answer = match tokio::time::timeout(timeout, confirmed).await {
-                Ok(Ok(Ok(()))) => serde_json::json!({ "type": "ack", "id": id, "status": "ok" }),
-                Ok(Ok(Err(e))) => {
-                    serde_json::json!({ "type": "ack", "id": id, "status": "error", "error": e.to_string() })
-                }
-                Ok(Err(_)) => {
-                    serde_json::json!({ "type": "ack", "id": id, "status": "error", "error": "the host is shutting down" })
-                }
-                Err(_) => serde_json::json!({ "type": "ack", "id": id, "status": "timeout" }),
-            };
-            let _ = commands.send(Command::Send(Message::text(answer.to_string()))).await;
-        });
+        if let Some((id, confirmed)) = confirmed {
+            let _ = commands.send(Command::Confirm(id, confirmed)).await;
+        }
     }
+}
+
+/// The `ack` frame for the publish with `id`, once `confirmed` settles or `timeout`
+/// passes.
+async fn confirm(id: String, confirmed: AckReceiver, timeout: Duration) -> Message {
+    let answer = match tokio::time::timeout(timeout, confirmed).await {
+        Ok(Ok(Ok(()))) => serde_json::json!({ "type": "ack", "id": id, "status": "ok" }),
+        Ok(Ok(Err(e))) => serde_json::json!({ "type": "ack", "id": id, "status": "error", "error": e.to_string() }),
+        Ok(Err(_)) => {
+            serde_json::json!({ "type": "ack", "id": id, "status": "error", "error": "the host is shutting down" })
+        }
+        Err(_) => serde_json::json!({ "type": "ack", "id": id, "status": "timeout" }),
+    };
+    Message::text(answer.to_string())
 }
 
 /// The close code and reason for a read error.
@@ -364,13 +366,17 @@ fn close_for(error: &WireError, limit: usize) -> (CloseCode, String) {
     }
 }
 
-/// The writer task: the only one that writes this socket.
+/// The writer task: the only one that writes this socket. It also awaits the
+/// acknowledgements clients asked for, so that those that settle together (a batch's
+/// broker confirms) leave in one write. Once the reader is gone it still answers the
+/// acknowledgements it awaits, then ends.
 async fn write<S>(
     mut sink: S,
     mut feed: Feed,
     mut outbox: mpsc::Receiver<Command>,
     entrypoint: Entrypoint,
     ping: Duration,
+    ack_timeout: Duration,
 ) where
     S: futures_util::Sink<Message, Error = WireError> + Unpin,
 {
@@ -387,11 +393,31 @@ async fn write<S>(
         }
         feed.seek(oldest);
     }
+    let mut confirming = FuturesUnordered::new();
+    let mut reading = true;
     loop {
         let outcome = tokio::select! {
-            command = outbox.recv() => match command {
-                None => return,
-                Some(Command::Send(message)) => sink.send(message).await.map(|()| None),
+            Some(answer) = confirming.next() => {
+                let mut fed = sink.feed(answer).await;
+                while fed.is_ok()
+                    && let Some(Some(answer)) = confirming.next().now_or_never()
+                {
+                    fed = sink.feed(answer).await;
+                }
+                match fed {
+                    Ok(()) => sink.flush().await.map(|()| None),
+                    Err(e) => Err(e),
+                }
+            }
+            command = outbox.recv(), if reading => match command {
+                None => {
+                    reading = false;
+                    Ok(None)
+                }
+                Some(Command::Confirm(id, confirmed)) => {
+                    confirming.push(confirm(id, confirmed, ack_timeout));
+                    Ok(None)
+                }
                 Some(Command::Subscribe(pattern)) => {
                     if !feed.filter.topics.contains(&pattern) {
                         feed.filter.topics.push(pattern);
@@ -425,6 +451,7 @@ async fn write<S>(
             _ = ping_timer.tick() => sink.send(Message::Ping(Bytes::new())).await.map(|()| None),
         };
         match outcome {
+            Ok(None) if !reading && confirming.is_empty() => return,
             Ok(None) => {}
             Ok(Some((code, reason))) => {
                 if code == CloseCode::Again {
