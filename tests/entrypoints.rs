@@ -428,6 +428,31 @@ async fn websocket_envelope_refusals_close_with_1007_and_the_adapter_message() {
     publish_acked(&mut ws, "chat", "fine").await;
 }
 
+/// Messages that arrive together are decoded together; a refused one among them still
+/// closes the connection exactly there: those before it are published, those after
+/// it are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_refusal_in_a_burst_publishes_what_came_before_and_nothing_after() {
+    let t = Chat { ws: ENVELOPE, ..Chat::default() }.start().await;
+    let mut stream = sse(&t, "/events", &[]).await;
+    let mut ws = t.ws("/ws").await;
+    let message =
+        |id: &str| Message::text(json!({"type": "publish", "topic": "chat", "id": id, "data": id}).to_string());
+    // Fed without flushing, then flushed at once: one write, read by the host together.
+    for frame in [message("b1"), message("b2"), message("b3"), Message::text("{not json"), message("b5")] {
+        ws.feed(frame).await.expect("feed");
+    }
+    ws.flush().await.expect("flush");
+    let (code, reason) = ws_close(&mut ws).await;
+    assert_eq!((code, reason.as_str()), (1007, "text frame is not JSON: key must be a string at line 1 column 2"));
+    publish(&t, "text/plain", "after", "after the burst").await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(stream.next_event().await.joined());
+    }
+    assert_eq!(seen, ["b1", "b2", "b3", "after the burst"], "b5 came after the refusal");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_message_over_the_limit_closes_with_1009() {
     let t = TestHost::start_with("max_message_bytes = 1024", &Chat::default().toml()).await;

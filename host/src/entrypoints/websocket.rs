@@ -44,6 +44,10 @@ const READ_BUFFER_BYTES: usize = 4096;
 /// Control frames queued for the writer; a client that floods acks waits.
 const OUTBOX_FRAMES: usize = 64;
 
+/// The most messages from one client decoded in one adapter call: those already read
+/// when the first arrives.
+const MAX_BURST: usize = 64;
+
 /// How long the close frame may take to reach the socket. A client that does not
 /// take it in this time has stopped reading (its buffers are full): it is cut off
 /// rather than holding the connection until it reads again.
@@ -232,26 +236,34 @@ impl Connection {
         let idle = Duration::from_millis(self.entrypoint.common.idle_timeout_ms);
         let shutdown = self.entrypoint.ctx.shutdown.accept.clone();
         let mut writer_done = false;
+        // A message read behind a burst that is not part of it: handled next.
+        let mut ahead = None;
         loop {
-            let message = tokio::select! {
-                message = tokio::time::timeout(idle, stream.next()) => message,
-                () = shutdown.cancelled() => {
-                    let _ = commands.send(Command::Close(CloseCode::Away, String::from("the host is shutting down"))).await;
-                    break;
-                }
-                // The writer closed the connection (the client fell behind, or the
-                // socket failed): nothing more can be sent, so stop reading too
-                // rather than hold the connection for a client that may never send.
-                _ = &mut writer => {
-                    writer_done = true;
-                    break;
+            let message = if let Some(message) = ahead.take() {
+                Ok(message)
+            } else {
+                tokio::select! {
+                    message = tokio::time::timeout(idle, stream.next()) => message,
+                    () = shutdown.cancelled() => {
+                        let _ = commands.send(Command::Close(CloseCode::Away, String::from("the host is shutting down"))).await;
+                        break;
+                    }
+                    // The writer closed the connection (the client fell behind, or the
+                    // socket failed): nothing more can be sent, so stop reading too
+                    // rather than hold the connection for a client that may never send.
+                    _ = &mut writer => {
+                        writer_done = true;
+                        break;
+                    }
                 }
             };
             let close = match message {
                 Err(_) => Some((CloseCode::Away, String::from("idle timeout"))),
                 Ok(None) => break,
-                Ok(Some(Ok(Message::Text(text)))) => self.receive(Bytes::from(text), false, &commands).await,
-                Ok(Some(Ok(Message::Binary(bytes)))) => self.receive(bytes, true, &commands).await,
+                Ok(Some(Ok(first @ (Message::Text(_) | Message::Binary(_))))) => {
+                    let burst = burst(first, &mut stream, &mut ahead);
+                    self.receive(burst, &commands).await
+                }
                 Ok(Some(Ok(Message::Close(_)))) => break,
                 Ok(Some(Ok(_))) => None,
                 Ok(Some(Err(e))) => Some(close_for(&e, self.entrypoint.ctx.host.max_message_bytes)),
@@ -269,35 +281,70 @@ impl Connection {
         self.entrypoint.lifecycle(EventKind::Disconnect, &client_id).await;
     }
 
-    /// Decodes one message and acts on what it holds. Returns a close for a message
-    /// the adapter refuses.
+    /// Decodes a burst of data messages (payload, binary) in one adapter call and acts
+    /// on what they hold, in order. Returns a close for a message the adapter refuses:
+    /// the messages before it take effect, the ones after it do not.
     async fn receive(
         &self,
-        payload: Bytes,
-        binary: bool,
+        burst: Vec<(Bytes, bool)>,
         commands: &mpsc::Sender<Command>,
     ) -> Option<(CloseCode, String)> {
-        let ctx = &self.entrypoint.ctx;
-        let mut frame = Event::new(ctx.id, payload);
+        let frames = burst.iter().map(|(payload, binary)| self.frame(payload, *binary)).collect();
+        match self.decode(frames) {
+            Ok(events) => self.act(events, commands).await,
+            Err(close) if burst.len() == 1 => Some(close),
+            Err(_) => {
+                // Which message failed is not known from a batch: decode them one by one,
+                // so that the connection closes exactly at it.
+                for (payload, binary) in &burst {
+                    let events = match self.decode(vec![self.frame(payload, *binary)]) {
+                        Ok(events) => events,
+                        Err(close) => return Some(close),
+                    };
+                    if let Some(close) = self.act(events, commands).await {
+                        return Some(close);
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// The frame event for one message from the client.
+    fn frame(&self, payload: &Bytes, binary: bool) -> Event {
+        let mut frame = Event::new(self.entrypoint.ctx.id, payload.clone());
         frame.ordering_key = self.ordering_key;
         frame.client_id = Some(self.client_id.clone());
         frame.destination = self.config.destination.as_deref().map(Text::from);
         if binary {
             frame.flags |= FLAG_BINARY;
         }
-        let mapped = match self.entrypoint.adapter.map(adapter::Direction::Upstream, &self.call, vec![frame]) {
-            Ok(mapped) => mapped,
-            Err((_, e)) => return Some((CloseCode::Error, e.to_string())),
-        };
+        frame
+    }
+
+    /// Maps `frames` through the adapter in one call: the events they hold, or the
+    /// close for the first one it refused (or for a failed call).
+    fn decode(&self, frames: Vec<Event>) -> Result<Vec<Event>, (CloseCode, String)> {
+        let mapped = self
+            .entrypoint
+            .adapter
+            .map(adapter::Direction::Upstream, &self.call, frames)
+            .map_err(|(_, e)| (CloseCode::Error, e.to_string()))?;
         if let Some((_, error)) = mapped.refused.into_iter().next() {
             let code = match error.kind {
                 ErrorKind::Malformed => CloseCode::Invalid,
                 ErrorKind::Unsupported => CloseCode::Unsupported,
                 ErrorKind::TooLarge => CloseCode::Size,
             };
-            return Some((code, error.message));
+            return Err((code, error.message));
         }
-        for event in mapped.outputs {
+        Ok(mapped.outputs)
+    }
+
+    /// Acts on decoded events in order: publishes data, passes control items to the
+    /// writer.
+    async fn act(&self, events: Vec<Event>, commands: &mpsc::Sender<Command>) -> Option<(CloseCode, String)> {
+        for event in events {
             let command = match ItemKind::from_flags(event.flags) {
                 Some(ItemKind::Subscribe) => event.destination.map(|d| Command::Subscribe(d.to_string())),
                 Some(ItemKind::Unsubscribe) => event.destination.map(|d| Command::Unsubscribe(d.to_string())),
@@ -355,6 +402,34 @@ async fn confirm(id: String, confirmed: AckReceiver, timeout: Duration) -> Messa
         Err(_) => serde_json::json!({ "type": "ack", "id": id, "status": "timeout" }),
     };
     Message::text(answer.to_string())
+}
+
+/// A message as the client's stream yields it: `None` once the stream ended.
+type Read = Option<Result<Message, WireError>>;
+
+/// The data message `first` and the data messages already read behind it, up to
+/// [`MAX_BURST`], as (payload, binary), for one adapter call. Reading stops at the
+/// first message that is not data, which goes to `ahead`; it never waits.
+fn burst<S>(first: Message, stream: &mut S, ahead: &mut Option<Read>) -> Vec<(Bytes, bool)>
+where
+    S: futures_util::Stream<Item = Result<Message, WireError>> + Unpin,
+{
+    let mut burst = Vec::new();
+    let mut next = Some(Some(Ok(first)));
+    while let Some(read) = next.take() {
+        match read {
+            Some(Ok(Message::Text(text))) => burst.push((Bytes::from(text), false)),
+            Some(Ok(Message::Binary(bytes))) => burst.push((bytes, true)),
+            other => {
+                *ahead = Some(other);
+                break;
+            }
+        }
+        if burst.len() < MAX_BURST {
+            next = stream.next().now_or_never();
+        }
+    }
+    burst
 }
 
 /// The close code and reason for a read error.
