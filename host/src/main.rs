@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand};
 use mediation_host::config::{Config, LogFormat};
 use mediation_host::host::Host;
 use mediation_host::packet_log::Sink;
-use mediation_host::{reload, shutdown};
+use mediation_host::reload;
+use mediation_host::shutdown::StopSignals;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 /// WebAssembly-extensible protocol mediation host: bridges WebSocket, SSE and HTTP
@@ -76,6 +78,15 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Before the host starts, so that a signal during startup is handled, not fatal.
+        let signals = StopSignals::install().and_then(|stop| Ok((stop, signal(SignalKind::hangup())?)));
+        let (mut stop_signals, hangup) = match signals {
+            Ok(signals) => signals,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install the signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
         let poll = Duration::from_millis(config.host.reload_poll_ms);
         let host = match Host::start(config, Sink::Stdout).await {
             Ok(host) => host,
@@ -86,16 +97,11 @@ fn run(path: PathBuf) -> ExitCode {
         };
         let stop_watching = CancellationToken::new();
         let signal = tokio::select! {
-            signal = shutdown::signal() => signal,
-            result = reload::watch(&host, path, poll, loaded, stop_watching.clone()) => {
-                result.map(|()| "reload watcher ended")
-            }
+            signal = stop_signals.recv() => signal,
+            () = reload::watch(&host, path, poll, loaded, hangup, stop_watching.clone()) => "reload watcher ended",
         };
         stop_watching.cancel();
-        match signal {
-            Ok(name) => tracing::info!(signal = name, "shutting down"),
-            Err(e) => tracing::error!(error = %e, "cannot wait for signals; shutting down"),
-        }
+        tracing::info!(signal, "shutting down");
         host.shutdown().await;
         ExitCode::SUCCESS
     })

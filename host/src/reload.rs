@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::Signal;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -16,22 +16,23 @@ use crate::host::Host;
 /// configuration was read, so that a change made while the host was starting is
 /// not missed.
 ///
-/// # Errors
-/// When the SIGHUP handler cannot be installed.
+/// `hangup` is the SIGHUP handler, installed before the host started so that a
+/// SIGHUP during startup is a reload, not the default action (which kills the
+/// process).
 pub async fn watch(
     host: &Host,
     path: PathBuf,
     poll: Duration,
     loaded: Option<SystemTime>,
+    mut hangup: Signal,
     stop: CancellationToken,
-) -> std::io::Result<()> {
-    let mut hangup = signal(SignalKind::hangup())?;
+) {
     let mut seen = loaded;
     let mut ticker = tokio::time::interval(if poll.is_zero() { Duration::from_secs(3600) } else { poll });
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let cause = tokio::select! {
-            () = stop.cancelled() => return Ok(()),
+            () = stop.cancelled() => return,
             _ = hangup.recv() => "SIGHUP",
             _ = ticker.tick(), if !poll.is_zero() => {
                 let now = modified(&path);

@@ -8,6 +8,7 @@
 //! 3. The bus drains once its last publisher is gone; the pipeline workers finish.
 //! 4. Target queues close; endpoints flush their producers and stop.
 
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 /// The tokens of the shutdown stages.
@@ -19,16 +20,32 @@ pub struct Shutdown {
     pub sources: CancellationToken,
 }
 
-/// Resolves on SIGTERM or SIGINT.
-///
-/// # Errors
-/// When the signal handlers cannot be installed.
-pub async fn signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// The handlers of SIGTERM and SIGINT. Installed before the host starts, so that a
+/// signal that comes during startup (or just after the host logged that it started)
+/// is a shutdown rather than the default action, which kills the process.
+#[derive(Debug)]
+pub struct StopSignals {
+    /// SIGTERM.
+    term: Signal,
+    /// SIGINT.
+    int: Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers; signals are caught from now on.
+    ///
+    /// # Errors
+    /// When a handler cannot be installed.
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT (one caught before this was called
+    /// included), naming it.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
