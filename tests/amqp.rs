@@ -246,7 +246,7 @@ async fn a_post_is_answered_202_once_accepted_and_a_jms_client_sees_destination_
     assert_eq!(application(first, "x-tenant"), Some(SimpleValue::String(String::from("acme"))), "a JMS property");
     assert_eq!(application(first, "correlation-id"), None, "a property is not also an application property");
     assert!(first.message().header.as_ref().is_some_and(|h| h.durable), "PERSISTENT by default");
-    for (i, message) in got.iter().enumerate().skip(1) {
+    for (i, message) in (1..).zip(&got[1..]) {
         assert_eq!(message_id(message), format!("order-{i}"), "in order");
         assert_eq!(body(message), format!("{{\"n\":{i},\"text\":\"grüße\"}}").into_bytes());
         assert!(matches!(message.body(), Body::Value(AmqpValue(Value::String(_)))), "text is an amqp-value string");

@@ -367,7 +367,7 @@ async fn records_from_a_kafka_client_reach_http_get_with_key_headers_and_order()
     assert_eq!(decode(first["data_base64"].as_str().expect("binary data")), binary, "bytes arrive exactly");
     assert_eq!(first["headers"]["x-unit"], "raw");
     let partition = first["headers"]["kafka-partition"].clone();
-    for (i, event) in events.iter().enumerate().skip(1) {
+    for (i, event) in (1..).zip(&events[1..]) {
         assert_eq!(event["id"], format!("m-{i}"), "in partition order");
         assert_eq!(event["content_type"], "text/plain");
         assert_eq!(event["data"], format!("temp={i} °C"));

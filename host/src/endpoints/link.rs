@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -61,9 +61,30 @@ pub trait Connector: Send + Sync + 'static {
     fn serve(&self, connection: Self::Connection, stop: &CancellationToken) -> impl Future<Output = Ended> + Send;
 }
 
-/// Runs [`supervise`] as a task of the current span.
-pub fn spawn(connector: impl Connector, stop: CancellationToken) -> JoinHandle<()> {
-    tokio::spawn(async move { supervise(&connector, &stop).await }.in_current_span())
+/// Runs a broker endpoint with a supervised connection: [`supervise`] in a task of
+/// its own, while `publish` (given what the supervisor offers through `link`: the
+/// live connection, or `None`) drains the endpoint's queue. The queue closes in the
+/// last shutdown stage, after the bus drained, so the connection stays up until then
+/// and drained deliveries are still sent; then the supervisor stops.
+pub async fn run<T, C, P>(
+    connector: impl FnOnce(watch::Sender<Option<T>>) -> C,
+    publish: impl FnOnce(watch::Receiver<Option<T>>) -> P,
+) where
+    C: Connector,
+    P: Future<Output = ()>,
+{
+    let (link, watching) = watch::channel(None);
+    let stop = CancellationToken::new();
+    let connector = connector(link);
+    let supervisor = {
+        let stop = stop.clone();
+        tokio::spawn(async move { supervise(&connector, &stop).await }.in_current_span())
+    };
+    publish(watching).await;
+    stop.cancel();
+    if let Err(e) = supervisor.await {
+        tracing::error!(error = %e, "the connection supervisor failed");
+    }
 }
 
 /// Connects, serves and reconnects with [`Backoff`] until `stop`, keeping the

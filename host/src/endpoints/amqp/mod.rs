@@ -216,18 +216,13 @@ pub fn spawn(ctx: ComponentContext, config: &AmqpConfig) -> Result<(TargetSender
         container_id,
         subscription,
     });
-    let task = async move {
-        let (link, watching) = watch::channel(None);
-        let stop = CancellationToken::new();
-        let supervisor = link::spawn(Supervisor { endpoint: Arc::clone(&endpoint), link }, stop.clone());
-        // The queue closes in the last shutdown stage, after the bus drained; the
-        // connection stays up until then so that drained deliveries are sent.
-        publish::Publisher::new(Arc::clone(&endpoint), watching).run(rx).await;
-        stop.cancel();
-        if let Err(e) = supervisor.await {
-            tracing::error!(endpoint = %endpoint.ctx.name, error = %e, "amqp supervisor failed");
-        }
-    };
+    let task = link::run(
+        {
+            let endpoint = Arc::clone(&endpoint);
+            move |link| Supervisor { endpoint, link }
+        },
+        move |watching| publish::Publisher::new(endpoint, watching).run(rx),
+    );
     let span =
         tracing::info_span!("endpoint", component_kind = "endpoint", component_type = "amqp", component_id = %name);
     Ok((tx, tokio::spawn(task.instrument(span))))
@@ -353,7 +348,8 @@ impl Endpoint {
             .source(source.build())
             .target(Target::builder().build())
             .auto_accept(false)
-            .credit_mode(CreditMode::Auto(self.config.prefetch))
+            // Granted by the receiver itself (see `receive.rs`).
+            .credit_mode(CreditMode::Manual)
             .attach(session)
             .await
             .map_err(|e| OpenError::Broker {

@@ -1,9 +1,13 @@
 //! The source side: receive with link credit, hand each message to the bus, and settle
 //! it only once every target accepted its event.
 //!
-//! The receiver's credit is `prefetch`, given back as messages are settled: the broker
-//! never has more than `prefetch` unsettled messages out to the host, which bounds what
-//! the host holds while the bus is full. What one receiver has ready (up to
+//! The receiver grants `prefetch` messages of link credit, and grants the next
+//! `prefetch` only once every message of the last grant was received and settled: the
+//! broker never has more than `prefetch` unsettled messages out to the host, which
+//! bounds what the host holds while the bus is full. (The client's automatic credit
+//! renews the full credit after half of it is settled, counted from the messages
+//! received, not settled, so unsettled messages could pile up beyond it.) What one
+//! receiver has ready (up to
 //! `max_batch`) is mapped in one adapter call and published onto the bus in order. The
 //! messages are then settled in order:
 //!
@@ -58,7 +62,12 @@ impl Consumer {
     /// sources, it detaches and then waits for the connection to be closed.
     pub(super) async fn run(self, mut receiver: Receiver) -> End {
         let sources = self.endpoint.ctx.shutdown.sources.clone();
-        let max_batch = self.endpoint.config.max_batch;
+        let (max_batch, prefetch) = (self.endpoint.config.max_batch, self.endpoint.config.prefetch);
+        // Messages the broker may send so far, and messages taken from the link.
+        let (mut granted, mut taken) = (u64::from(prefetch), 0u64);
+        if let Err(e) = receiver.set_credit(prefetch).await {
+            return End::Broken(format!("granting link credit on `{}`: {e}", self.address));
+        }
         loop {
             let first = tokio::select! {
                 biased;
@@ -86,10 +95,19 @@ impl Consumer {
                     None => break,
                 }
             }
+            taken += deliveries.len() as u64;
             let routes_gone = match self.hand_over(&receiver, deliveries).await {
                 Ok(routes_gone) => routes_gone,
                 Err(reason) => return End::Broken(reason),
             };
+            // Everything granted arrived and is settled now: nothing is out, so the
+            // next grant keeps the bound.
+            if taken == granted && ended.is_none() && !routes_gone {
+                if let Err(e) = receiver.set_credit(prefetch).await {
+                    return End::Broken(format!("granting link credit on `{}`: {e}", self.address));
+                }
+                granted += u64::from(prefetch);
+            }
             if let Some(end) = ended {
                 return end;
             }

@@ -201,18 +201,13 @@ pub fn spawn(ctx: ComponentContext, config: &RabbitMqConfig) -> Result<(TargetSe
         adapter,
         broken: Notify::new(),
     });
-    let task = async move {
-        let (link, watching) = watch::channel(None);
-        let stop = CancellationToken::new();
-        let supervisor = link::spawn(Supervisor { endpoint: Arc::clone(&endpoint), link, queue }, stop.clone());
-        // The queue closes in the last shutdown stage, after the bus drained; the
-        // connection stays up until then so that drained deliveries are published.
-        publish::Publisher::new(Arc::clone(&endpoint), watching).run(rx).await;
-        stop.cancel();
-        if let Err(e) = supervisor.await {
-            tracing::error!(endpoint = %endpoint.ctx.name, error = %e, "rabbitmq supervisor failed");
-        }
-    };
+    let task = link::run(
+        {
+            let endpoint = Arc::clone(&endpoint);
+            move |link| Supervisor { endpoint, link, queue }
+        },
+        move |watching| publish::Publisher::new(endpoint, watching).run(rx),
+    );
     let span =
         tracing::info_span!("endpoint", component_kind = "endpoint", component_type = "rabbitmq", component_id = %name);
     Ok((tx, tokio::spawn(task.instrument(span))))
