@@ -52,6 +52,75 @@ fn check_lists_every_problem_with_its_path() {
     }
 }
 
+#[test]
+fn check_loads_and_configures_every_adapter_as_run_does() {
+    let dir = tempfile::tempdir().expect("dir");
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        path.display().to_string()
+    };
+    let misbehave = std::fs::read(env!("MEDIATION_MISBEHAVE_ADAPTER")).expect("the test adapter");
+    let text = write("notes.wasm", b"hello");
+    let module = write("module.wasm", &wat::parse_str("(module)").expect("wat"));
+    let empty = write("empty.wasm", &wat::parse_str("(component)").expect("wat"));
+    let truncated = write("truncated.wasm", &misbehave[..misbehave.len() / 2]);
+    let hostile = env!("MEDIATION_MISBEHAVE_ADAPTER");
+    let path = dir.path().join("adapters.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+            [entrypoints.text]
+            type = "http_post"
+            path = "/text"
+            adapter = "{text}"
+            [entrypoints.decodes-nothing]
+            type = "http_post"
+            path = "/post"
+            adapter = "builtin:sse"
+            [endpoints.module]
+            type = "memory"
+            adapter = "{module}"
+            [endpoints.empty]
+            type = "memory"
+            adapter = "{empty}"
+            [endpoints.truncated]
+            type = "memory"
+            adapter = "{truncated}"
+            [endpoints.wrong-role]
+            type = "memory"
+            adapter = "builtin:sse"
+            [endpoints.refused-settings]
+            type = "memory"
+            adapter = "{hostile}"
+            adapter_settings = {{ volume = "11" }}
+            "#
+        ),
+    )
+    .expect("write");
+    let out = Command::new(BIN).arg("check").arg("--config").arg(&path).output().expect("runs");
+    assert!(!out.status.success(), "check refuses what run refuses");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "has 7 problem(s)",
+        "entrypoints.text.adapter: adapter text (",
+        "not a WebAssembly binary",
+        "entrypoints.decodes-nothing.adapter: adapter decodes-nothing (builtin:sse): does not map what a http_post \
+         entrypoint needs",
+        "endpoints.module.adapter: adapter module (",
+        "not a loadable component",
+        "endpoints.empty.adapter: adapter empty (",
+        "mediation:adapter/mapping",
+        "endpoints.truncated.adapter: adapter truncated (",
+        "endpoints.wrong-role.adapter: adapter wrong-role (builtin:sse): is an entrypoint adapter, but is used as an endpoint",
+        "endpoints.refused-settings.adapter: adapter refused-settings (",
+        "misbehave.wasm): refused its settings: unknown setting `volume`",
+    ] {
+        assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
+    }
+}
+
 /// Starts the binary on the quickstart config with free ports, checking the file for
 /// changes every `reload_poll_ms` (0: only signals reload).
 fn start(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use support::{SseFrame, SseStream, TestHost, WebSocket, metric, within, ws_close, ws_json, ws_next};
+use support::{SseFrame, SseStream, TestHost, WebSocket, metric, next_data, within, ws_close, ws_json, ws_next};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -189,7 +189,7 @@ async fn sse_last_event_id_resumes_after_that_event_without_loss_or_duplicates()
     assert_eq!(bad.status, 400);
     assert_eq!(
         bad.json(),
-        json!({"error": "bad_cursor", "message": "Last-Event-ID `abc` is not a sequence number this host issued"})
+        json!({"error": "bad_cursor", "message": "Last-Event-ID must be a whole number, not `abc`"})
     );
 }
 
@@ -858,11 +858,8 @@ async fn a_websocket_client_that_stops_reading_is_let_go_with_1013_while_a_reade
     let mut reader = t.ws("/ws").await;
     let published = flood_until_slow(&t, &mut reader, "ws").await;
 
-    // The host lets go of the client while it still does not read.
-    t.await_metric(r#"mediation_connections{component="ws"}"#, 1.0).await;
-
-    // Reading again, it gets what was already on its way, in order, then the end:
-    // the 1013 close when that still fitted in the socket buffers, else just the end.
+    // Reading again, it gets what was already on its way, in order, then the 1013
+    // close, which waited behind those frames.
     let mut ledger = Ledger::default();
     let close = loop {
         match within("the stalled client's next message", stalled.next()).await {
@@ -870,23 +867,21 @@ async fn a_websocket_client_that_stops_reading_is_let_go_with_1013_while_a_reade
                 event @ Flood::Event { .. } => ledger.record(event),
                 gap => panic!("no gap notices under `disconnect`: {gap:?}"),
             },
-            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close code"),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            Some(Ok(other)) => panic!("unexpected {other:?}"),
-            Some(Err(_)) | None => break None,
+            other => panic!("expected flood events, then the close, got {other:?}"),
         }
     };
     println!("the stalled client received {} of {published} events, then {close:?}", ledger.next);
     assert!(ledger.next < published, "it fell behind");
-    if let Some(close) = close {
-        assert_eq!(u16::from(close.code), 1013, "{}", close.reason);
-        let resume: u64 = close
-            .reason
-            .split_once("behind the replay window; resume from ")
-            .and_then(|(_, n)| n.parse().ok())
-            .unwrap_or_else(|| panic!("the reason says where to resume: {}", close.reason));
-        assert!(ledger.last_seq.is_none_or(|last| resume > last), "past what it received: {}", close.reason);
-    }
+    assert_eq!(u16::from(close.code), 1013, "{}", close.reason);
+    let resume: u64 = close
+        .reason
+        .split_once("behind the replay window; resume from ")
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or_else(|| panic!("the reason says where to resume: {}", close.reason));
+    assert!(ledger.last_seq.is_none_or(|last| resume > last), "past what it received: {}", close.reason);
+    t.await_metric(r#"mediation_connections{component="ws"}"#, 1.0).await;
     let metrics = t.admin("/metrics").await.text();
     assert!(metric(&metrics, r#"mediation_slow_consumers_total{component="ws"}"#) >= 1.0);
 }
@@ -898,14 +893,22 @@ async fn an_sse_client_that_stops_reading_is_ended_and_resumes_after_a_gap_notic
     let mut reader = t.ws("/ws").await;
     let published = flood_until_slow(&t, &mut reader, "events").await;
 
+    // Reading again, it gets what was already on its way, then a gap notice, and the
+    // stream ends.
     let mut ledger = Ledger::default();
+    let mut last_frame = None;
     while let Some(frame) = stalled.next().await {
-        match Flood::from_sse(&frame) {
-            event @ Flood::Event { .. } => ledger.record(event),
-            Flood::Gap { .. } => {}
+        if frame.data.is_empty() {
+            continue;
         }
+        if let Flood::Event { .. } = Flood::from_sse(&frame) {
+            ledger.record(Flood::from_sse(&frame));
+        }
+        last_frame = Some(frame);
     }
     assert!(ledger.next < published, "the stream ended once it fell behind");
+    let last_frame = last_frame.expect("frames arrived");
+    assert_eq!(last_frame.event.as_deref(), Some("gap"), "the stream ends with a gap notice: {last_frame:?}");
     let last = ledger.last_seq.expect("some events arrived before it stalled");
 
     // EventSource reconnects with the last id it saw: it is told what it missed.
@@ -1014,15 +1017,14 @@ target = "strict"
     assert_eq!(next_message_id(&mut carol).await, "e4");
     assert_eq!(next_message_id(&mut carol).await, "e5");
 
-    // Under `disconnect`, resuming before the ring closes with 1013 and says where to
-    // resume; reconnecting from there is answered with the gap, then the events.
+    // Under `disconnect` too, resuming before the ring is answered with the gap, then
+    // the events: a resume is not a client falling behind.
     let mut dave = t.ws("/strict").await;
     dave.send(Message::text(json!({"type": "resume", "seq": strict_seq[0]}).to_string())).await.expect("send");
-    let (code, reason) = ws_close(&mut dave).await;
-    assert_eq!(code, 1013);
-    let from = strict_seq[1];
-    assert_eq!(reason, format!("fell 2 events behind the replay window; resume from {from}"));
-    let mut again = t.ws(&format!("/strict?cursor={from}")).await;
+    assert_eq!(ws_json(&mut dave).await, json!({"type": "gap", "missed": 2, "resume": strict_seq[3]}));
+    assert_eq!(next_message_id(&mut dave).await, "e4");
+    assert_eq!(next_message_id(&mut dave).await, "e5");
+    let mut again = t.ws(&format!("/strict?cursor={}", strict_seq[1])).await;
     assert_eq!(ws_json(&mut again).await, json!({"type": "gap", "missed": 2, "resume": strict_seq[3]}));
     assert_eq!(next_message_id(&mut again).await, "e4");
     assert_eq!(next_message_id(&mut again).await, "e5");
@@ -1101,4 +1103,271 @@ async fn ten_thousand_websocket_connections_leave_nothing_behind() {
     let mut ws = t.ws("/ws").await;
     ws.send(Message::text("still here")).await.expect("send");
     assert_eq!(ws_next(&mut ws).await, Some(Message::text("still here")));
+}
+
+// ---------------------------------------------------------------------------------
+// Hardening: defects found by probing the host from outside, one test each
+
+/// `Chat` with the POST entrypoint copying `client-id` and `lang` request headers into
+/// its events, as a gateway would for a request/reply service.
+const FORWARD: &str = r#"adapter_settings = { forward_headers = "client-id,lang" }"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_ndjson_post_is_delivered_whole_and_the_host_serves_at_once_after_it() {
+    const LINES: usize = 100_000;
+    // Decoding 100,000 lines in one call takes longer than the default deadline of a
+    // call on a loaded machine; this test is about what happens after decoding.
+    let t = TestHost::start(&format!("[adapters]\ncall_timeout_ms = 60000\n{}", Chat::default().toml())).await;
+    let body: String = (0..LINES).map(|n| format!("{n}\n")).collect();
+    let reply = t.post("/ingest", &[("content-type", "application/x-ndjson")], body).await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let ids = reply.json()["ids"].as_array().expect("ids").len();
+    assert_eq!(ids, LINES, "one event per line");
+    let delivered = t.packets().iter().filter(|p| p["route"] == "ingest->chat" && p["outcome"] == "delivered").count();
+    assert_eq!(delivered, LINES, "every line has its delivered packet line");
+
+    // No wedge: the next request is served at once, and the host says it is ready.
+    let next = t.post("/ingest", &[("content-type", "application/json")], "{}").await;
+    assert_eq!(next.status, 202, "{}", next.text());
+    assert_eq!(t.admin("/readyz").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_whose_events_partly_fail_says_exactly_which_were_delivered() {
+    let adapter = env!("MEDIATION_MISBEHAVE_ADAPTER");
+    let t = TestHost::start(&format!(
+        r#"
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+
+        [endpoints.checked]
+        type = "memory"
+        adapter = "{adapter}"
+
+        [[routes]]
+        source = "ingest"
+        target = "checked"
+        "#
+    ))
+    .await;
+    // The endpoint's adapter refuses the third line alone.
+    let body = "\"one\"\n\"two\"\n\"refuse\"\n\"four\"\n";
+    let reply = t.post("/ingest", &[("content-type", "application/x-ndjson")], body).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    let answer = reply.json();
+    assert_eq!(answer["error"], "adapter_error");
+    let delivered: Vec<String> =
+        serde_json::from_value(answer["delivered"].clone()).expect("the ids of the delivered events");
+    assert_eq!(delivered.len(), 3, "{answer}");
+    assert!(answer["message"].as_str().expect("a message").contains("3 of the 4 events were delivered"), "{answer}");
+
+    let packets = t.packets();
+    let ids = |outcome: &str| -> Vec<String> {
+        packets
+            .iter()
+            .filter(|p| p["outcome"] == outcome)
+            .map(|p| p["event_id"].as_str().expect("an id").to_owned())
+            .collect()
+    };
+    assert_eq!(ids("delivered"), delivered, "the answer names exactly the events that were delivered, in order");
+    assert_eq!(ids("adapter_error").len(), 1, "the refused one failed alone");
+    assert!(!delivered.contains(&ids("adapter_error")[0]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_targeted_event_reaches_only_the_client_it_names_on_every_entrypoint() {
+    let t = Chat { ingest: FORWARD, ..Chat::default() }.start().await;
+    let alice = [("x-client-id", "alice")];
+    let mut alice_sse = sse(&t, "/events", &alice).await;
+    let mut bob_sse = sse(&t, "/events", &[("x-client-id", "bob")]).await;
+    let mut anonymous_sse = sse(&t, "/events", &[]).await;
+    let mut alice_ws = t.ws_with("/ws", &alice).await.expect("a WebSocket");
+    let mut bob_ws = t.ws_with("/ws", &[("x-client-id", "bob")]).await.expect("a WebSocket");
+    let start = t.get("/poll", &[]).await.json()["next_cursor"].as_u64().expect("a cursor");
+
+    let text = [("content-type", "text/plain"), ("client-id", "alice")];
+    assert_eq!(t.post("/ingest", &text, "for alice").await.status, 202);
+    assert_eq!(t.post("/ingest", &[("content-type", "text/plain")], "for all").await.status, 202);
+
+    assert_eq!(next_data(&mut alice_sse).await, "for alice");
+    assert_eq!(next_data(&mut alice_sse).await, "for all");
+    assert_eq!(ws_next(&mut alice_ws).await, Some(Message::text("for alice")));
+    assert_eq!(ws_next(&mut alice_ws).await, Some(Message::text("for all")));
+    // The others get the broadcast event first: the targeted one never came.
+    assert_eq!(next_data(&mut bob_sse).await, "for all");
+    assert_eq!(next_data(&mut anonymous_sse).await, "for all");
+    assert_eq!(ws_next(&mut bob_ws).await, Some(Message::text("for all")));
+    let t = &t;
+    let poll = |client: &'static str| {
+        let path = format!("/poll?cursor={start}");
+        async move { t.get(&path, &[("x-client-id", client), ("accept", "text/plain")]).await.text() }
+    };
+    assert_eq!(poll("alice").await, "for alice\nfor all\n");
+    assert_eq!(poll("bob").await, "for all\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_filters_select_events_by_their_headers() {
+    let t = Chat { ingest: FORWARD, ..Chat::default() }.start().await;
+    let mut english = sse(&t, "/events?header.lang=en", &[]).await;
+    let mut french_ws = t.ws("/ws?header.lang=fr").await;
+    for (lang, text) in [("fr", "bonjour"), ("en", "hello"), ("de", "hallo"), ("fr", "salut")] {
+        let headers = [("content-type", "text/plain"), ("lang", lang)];
+        assert_eq!(t.post("/ingest", &headers, text).await.status, 202);
+    }
+    assert_eq!(next_data(&mut english).await, "hello");
+    assert_eq!(ws_next(&mut french_ws).await, Some(Message::text("bonjour")));
+    assert_eq!(ws_next(&mut french_ws).await, Some(Message::text("salut")));
+    let english_poll = t.get("/poll?cursor=0&header.lang=en", &[("accept", "text/plain")]).await;
+    assert_eq!(english_poll.text(), "hello\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_queries_are_refused_with_400_naming_the_problem() {
+    let t = Chat::default().start().await;
+    for (query, expected) in [
+        ("topic=", "must not be empty"),
+        ("header.=x", "needs a header name"),
+        ("topic=a%zz", "`%zz` in the query is not a percent escape"),
+        ("topic=a/%23/b", "`#` must be a whole level, and the last one"),
+        ("topic=a%2", "`%2` in the query is not a percent escape"),
+    ] {
+        for path in ["/poll", "/events"] {
+            let reply = t.get(&format!("{path}?{query}"), &[]).await;
+            assert_eq!(reply.status, 400, "{path}?{query}: {}", reply.text());
+            assert_eq!(reply.json()["error"], "bad_query");
+            assert!(reply.json()["message"].as_str().expect("a message").contains(expected), "{}", reply.text());
+        }
+        match t.ws_with(&format!("/ws?{query}"), &[]).await {
+            Err(WsError::Http(response)) => assert_eq!(response.status(), 400, "/ws?{query}"),
+            other => panic!("/ws?{query}: expected 400, got {:?}", other.map(|_| "a connection")),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_the_ring_did_not_issue_get_the_same_gap_on_every_entrypoint() {
+    let t = Chat { ws: ENVELOPE, ..Chat::default() }.start().await;
+    let mut observer = sse(&t, "/events", &[]).await;
+    publish(&t, "text/plain", "e1", "one").await;
+    let first = sequence(&observer.next_event().await);
+    // Every ring numbers from the process's start, in microseconds: an id a day
+    // earlier comes from an earlier run, one far ahead from nowhere.
+    let earlier_run = first - 86_400_000_000;
+    let ahead = first + 1_000_000_000;
+    for cursor in [earlier_run, ahead] {
+        // SSE: the gap, with what was missed unknown, then the oldest event held.
+        let mut resumed = sse(&t, "/events", &[("last-event-id", &(cursor - 1).to_string())]).await;
+        let gap = resumed.next_event().await;
+        assert_eq!(gap.raw, format!("event: gap\ndata: {{\"missed\":null,\"resume\":{first}}}\n\n"));
+        assert_eq!(id_data(&resumed.next_event().await), (first, "one".into()));
+
+        // WebSocket, at the handshake and on an open connection: the same gap.
+        let mut at_handshake = t.ws(&format!("/ws?cursor={cursor}")).await;
+        assert_eq!(ws_json(&mut at_handshake).await, json!({"type": "gap", "missed": null, "resume": first}));
+        assert_eq!(next_message_id(&mut at_handshake).await, "e1");
+        let mut resuming = t.ws("/ws").await;
+        let resume = json!({"type": "resume", "seq": cursor - 1}).to_string();
+        resuming.send(Message::text(resume)).await.expect("send");
+        assert_eq!(ws_json(&mut resuming).await, json!({"type": "gap", "missed": null, "resume": first}));
+        assert_eq!(next_message_id(&mut resuming).await, "e1");
+
+        // Polling: 410 with the same facts.
+        let reply = t.get(&format!("/poll?cursor={cursor}"), &[]).await;
+        assert_eq!(reply.status, 410, "{}", reply.text());
+        assert_eq!(
+            (reply.json()["missed"].clone(), reply.json()["oldest_cursor"].clone()),
+            (json!(null), json!(first))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_post_refuses_an_adapter_that_cannot_decode_at_startup() {
+    let toml = r#"
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+        adapter = "builtin:sse"
+    "#;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, format!("{}{toml}", support::PORTS)).expect("config written");
+    let config = mediation_host::config::Config::load(&path).expect("a valid file");
+    let error = mediation_host::host::Host::start(config, mediation_host::packet_log::Sink::Discard)
+        .await
+        .expect_err("the host refuses to start");
+    assert_eq!(
+        error.to_string(),
+        "adapter ingest (builtin:sse): does not map what a http_post entrypoint needs: it must decode request \
+         bodies (upstream)"
+    );
+}
+
+/// Sends `request` on a fresh connection and returns all the server wrote until it
+/// closed the connection.
+async fn raw(t: &TestHost, request: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(t.listen()).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = within("the server's answer", stream.read_to_end(&mut answer)).await;
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_heads_are_held_to_http_and_to_the_gateways_limits() {
+    let t = Chat::default().start().await;
+    // A request head past Envoy's 60 KiB gets 431, one within it is served.
+    let header = |kib: usize| format!("x-big: {}\r\n", "a".repeat(kib * 1024));
+    let big = format!("GET /poll HTTP/1.1\r\nhost: gw\r\n{}connection: close\r\n\r\n", header(64));
+    let answer = String::from_utf8_lossy(&raw(&t, big.as_bytes()).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    let fits = format!("GET /poll HTTP/1.1\r\nhost: gw\r\n{}connection: close\r\n\r\n", header(50));
+    let answer = String::from_utf8_lossy(&raw(&t, fits.as_bytes()).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+
+    // HTTP/1.1 without Host is a bad request (RFC 9112); HTTP/1.0 needs none.
+    let answer =
+        String::from_utf8_lossy(&raw(&t, b"GET /poll HTTP/1.1\r\nconnection: close\r\n\r\n").await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 400 ") && answer.contains("\"missing_host\""), "{answer}");
+    let answer = String::from_utf8_lossy(&raw(&t, b"GET /poll HTTP/1.0\r\n\r\n").await).into_owned();
+    assert!(answer.starts_with("HTTP/1.0 200 ") || answer.starts_with("HTTP/1.1 200 "), "{answer}");
+
+    // HTTP/2 with prior knowledge: the server's SETTINGS, then GOAWAY with
+    // HTTP_1_1_REQUIRED (0xd) and a reason, then the end: no reset, no hang.
+    let answer = raw(&t, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    assert_eq!(&answer[..9], &[0, 0, 0, 0x4, 0, 0, 0, 0, 0], "an empty SETTINGS frame: {answer:?}");
+    let goaway = &answer[9..];
+    assert_eq!(goaway[3], 0x7, "a GOAWAY frame: {answer:?}");
+    assert_eq!(&goaway[13..17], &[0, 0, 0, 0xd], "HTTP_1_1_REQUIRED");
+    assert_eq!(String::from_utf8_lossy(&goaway[17..]), "this server speaks HTTP/1.1 only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_whose_adapter_runs_past_its_deadline_gets_502_on_a_cold_and_a_warm_instance() {
+    let adapter = env!("MEDIATION_PACE_ADAPTER");
+    let t = TestHost::start(&format!(
+        r#"
+        [adapters]
+        call_timeout_ms = 50
+        pool_size = 1
+
+        [entrypoints.ingest]
+        type = "http_post"
+        path = "/ingest"
+        adapter = "{adapter}"
+        adapter_settings = {{ pause_ms = "1000" }}
+        "#
+    ))
+    .await;
+    // The first call finds the instance the host loaded; the one after it a new one,
+    // since an instance stopped at its deadline is not reused.
+    for attempt in ["warm", "cold"] {
+        let reply = t.post("/ingest", &[("content-type", "text/plain")], "slow").await;
+        assert_eq!(reply.status, 502, "{attempt}: {}", reply.text());
+        assert_eq!(reply.json()["error"], "adapter_error", "{attempt}");
+        let message = reply.json()["message"].as_str().expect("a message").to_owned();
+        assert_eq!(message, "adapter ingest ran past its 50 ms deadline and was stopped", "{attempt}");
+    }
 }

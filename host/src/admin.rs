@@ -3,14 +3,14 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use hyper::{Method, StatusCode};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::Adapter;
-use crate::bus::Bus;
+use crate::bus::{Bus, Pressure};
 use crate::metrics::{Exposition, Outcome, label};
 use crate::pipeline::Recorder;
 use crate::routing::Routes;
@@ -27,6 +27,8 @@ pub struct Readiness {
     down: Mutex<Vec<(String, String)>>,
     /// Every loaded adapter, checked for repeated failures.
     adapters: Mutex<Vec<Adapter>>,
+    /// The bus, which is not ready while it refuses publishers as busy.
+    bus: OnceLock<Arc<Pressure>>,
 }
 
 impl Readiness {
@@ -43,6 +45,11 @@ impl Readiness {
     /// Watches one more adapter.
     pub fn watch_adapter(&self, adapter: Adapter) {
         self.adapters.lock().unwrap_or_else(PoisonError::into_inner).push(adapter);
+    }
+
+    /// Watches the bus for refused publishers.
+    pub fn watch_bus(&self, pressure: Arc<Pressure>) {
+        let _ = self.bus.set(pressure);
     }
 
     /// Reports component `name` down because of `reason`, or up again with `None`.
@@ -63,6 +70,9 @@ impl Readiness {
         }
         if self.stopping.load(Ordering::Acquire) {
             problems.push(String::from("shutting down"));
+        }
+        if self.bus.get().is_some_and(|bus| bus.busy()) {
+            problems.push(String::from("the event bus is full: publishers are refused as busy"));
         }
         for (name, reason) in self.down.lock().unwrap_or_else(PoisonError::into_inner).iter() {
             problems.push(format!("{name}: {reason}"));
@@ -185,6 +195,12 @@ fn render(state: &AdminState) -> String {
     per_component(&mut e, "mediation_ring_evictions_total", &|s| load(&s.ring_evictions));
     e.family("mediation_broker_reconnects_total", "counter", "Broker connections re-established after a loss.");
     per_component(&mut e, "mediation_broker_reconnects_total", &|s| load(&s.reconnects));
+    e.family(
+        "mediation_client_write_timeouts_total",
+        "counter",
+        "Client connections closed because they took no bytes for host.send_timeout_ms.",
+    );
+    e.sample("mediation_client_write_timeouts_total", "", state.recorder.write_timeouts().load(Ordering::Relaxed));
     e.family("mediation_connections", "gauge", "Open client connections.");
     per_component(&mut e, "mediation_connections", &|s| s.connections.load(Ordering::Relaxed));
     e.family("process_resident_memory_bytes", "gauge", "Resident memory of the host process.");

@@ -6,7 +6,9 @@
 //! parallel. A full shard makes the publisher wait up to the publish timeout, then
 //! answers [`BusError::Busy`]: backpressure reaches the caller, nothing is dropped.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
@@ -41,6 +43,55 @@ impl BusError {
     }
 }
 
+/// A run of events the bus did not take whole.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The shard had no room for the run for the whole publish timeout.
+    #[error("the event bus stayed full for {timeout_ms} ms")]
+    Busy {
+        /// How long the publisher waited.
+        timeout_ms: u64,
+    },
+    /// The pipeline has stopped: the host is shutting down.
+    #[error("the event bus is closed: the host is shutting down")]
+    Closed,
+}
+
+/// When the bus last refused a publisher as busy, for `/readyz`: a host that is
+/// shedding load says so, so that the gateway sends new traffic elsewhere.
+#[derive(Debug)]
+pub struct Pressure {
+    /// The reference point of `last_busy_ms`.
+    epoch: Instant,
+    /// Milliseconds after `epoch` of the last refusal, plus one; 0 for never.
+    last_busy_ms: AtomicU64,
+}
+
+impl Default for Pressure {
+    fn default() -> Self {
+        Self { epoch: Instant::now(), last_busy_ms: AtomicU64::new(0) }
+    }
+}
+
+impl Pressure {
+    /// How long after the last refusal the bus still counts as busy: long enough for
+    /// a health check to see it, short enough to be ready again once it drained.
+    pub const WINDOW: Duration = Duration::from_secs(1);
+
+    fn note_busy(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_busy_ms.store(now.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// True when a publisher was refused as busy within [`Pressure::WINDOW`].
+    #[must_use]
+    pub fn busy(&self) -> bool {
+        let last = self.last_busy_ms.load(Ordering::Relaxed);
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last != 0 && now.saturating_add(1).saturating_sub(last) < Self::WINDOW.as_millis() as u64
+    }
+}
+
 /// The publishing side of the bus. Cheap to clone: each clone shares the shards.
 #[derive(Debug, Clone)]
 pub struct Bus {
@@ -48,6 +99,8 @@ pub struct Bus {
     shards: Vec<mpsc::Sender<Event>>,
     /// How long `publish` waits for space before answering `Busy`.
     publish_timeout: Duration,
+    /// When publishers were last refused.
+    pressure: Arc<Pressure>,
 }
 
 impl Bus {
@@ -60,7 +113,22 @@ impl Bus {
             config.shards
         };
         let (senders, receivers) = (0..shards).map(|_| mpsc::channel(config.queue_capacity.max(1))).unzip();
-        (Self { shards: senders, publish_timeout: Duration::from_millis(config.publish_timeout_ms) }, receivers)
+        let bus = Self {
+            shards: senders,
+            publish_timeout: Duration::from_millis(config.publish_timeout_ms),
+            pressure: Arc::default(),
+        };
+        (bus, receivers)
+    }
+
+    /// When publishers were last refused, for readiness.
+    #[must_use]
+    pub fn pressure(&self) -> Arc<Pressure> {
+        Arc::clone(&self.pressure)
+    }
+
+    fn timeout_ms(&self) -> u64 {
+        u64::try_from(self.publish_timeout.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Queues `event` on the shard of its ordering key, waiting up to the publish
@@ -79,11 +147,38 @@ impl Bus {
         };
         match shard.send_timeout(event, self.publish_timeout).await {
             Ok(()) => Ok(()),
-            Err(SendTimeoutError::Timeout(event)) => Err(BusError::Busy {
-                event: Box::new(event),
-                timeout_ms: u64::try_from(self.publish_timeout.as_millis()).unwrap_or(u64::MAX),
-            }),
+            Err(SendTimeoutError::Timeout(event)) => {
+                self.pressure.note_busy();
+                Err(BusError::Busy { event: Box::new(event), timeout_ms: self.timeout_ms() })
+            }
             Err(SendTimeoutError::Closed(event)) => Err(BusError::Closed(Box::new(event))),
+        }
+    }
+
+    /// The most events one [`Bus::reserve`] can ask for: a shard's capacity.
+    #[must_use]
+    pub fn shard_capacity(&self) -> usize {
+        self.shards.first().map_or(1, mpsc::Sender::max_capacity)
+    }
+
+    /// Reserves room for `n` events (at most [`Bus::shard_capacity`]) on the shard of
+    /// `ordering_key`, waiting up to the publish timeout, so that a run of events is
+    /// queued whole or not at all. Waiting reservations are served in order, so a large
+    /// one is not starved by small ones.
+    ///
+    /// # Errors
+    /// [`RunError::Busy`] when the room did not come in time, [`RunError::Closed`]
+    /// during shutdown.
+    pub async fn reserve(&self, ordering_key: u64, n: usize) -> Result<mpsc::PermitIterator<'_, Event>, RunError> {
+        let shard = &self.shards[self.shard_of(ordering_key)];
+        let n = n.min(shard.max_capacity());
+        match tokio::time::timeout(self.publish_timeout, shard.reserve_many(n)).await {
+            Ok(Ok(permits)) => Ok(permits),
+            Ok(Err(_)) => Err(RunError::Closed),
+            Err(_) => {
+                self.pressure.note_busy();
+                Err(RunError::Busy { timeout_ms: self.timeout_ms() })
+            }
         }
     }
 

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::adapter::{AdapterError, AdapterRuntime};
+use crate::adapter::{AdapterError, AdapterRuntime, Role};
 use crate::admin::{self, Readiness};
 use crate::bus::Bus;
 use crate::config::{self, Component, Config, ConfigError, HostConfig};
 use crate::endpoints::{self, EndpointConfig};
 use crate::entrypoints;
 use crate::packet_log::{PacketLog, Sink};
-use crate::pipeline::{Pipeline, Recorder, TargetSender};
+use crate::pipeline::{Pipeline, PipelineHandOff, Recorder, TargetSender};
 use crate::routing::{ComponentId, Components, RouteTable, Routes};
 use crate::shutdown::Shutdown;
 
@@ -39,6 +39,8 @@ pub struct ComponentContext {
     pub host: Arc<HostConfig>,
     /// Where it reports whether it is ready.
     pub readiness: Arc<Readiness>,
+    /// The pipeline, for a component that delivers its own events.
+    pub pipeline: PipelineHandOff,
 }
 
 /// Why the host did not start.
@@ -60,6 +62,45 @@ pub enum StartError {
     /// The WebAssembly runtime or the route table could not be set up.
     #[error("cannot start: {0}")]
     Runtime(String),
+}
+
+/// Loads and configures every component's adapter the way [`Host::start`] does,
+/// without starting anything, so that `check` refuses what `run` would refuse: a file
+/// that is not a component, the wrong world or role, settings `configure` rejects.
+///
+/// # Errors
+/// Every adapter that would not load, each under its component's TOML path.
+pub fn check_adapters(config: &Config) -> Result<(), ConfigError> {
+    let runtime = AdapterRuntime::new(&config.adapters).map_err(|e| ConfigError {
+        file: None,
+        problems: vec![config::Problem { path: String::from("adapters"), message: e.to_string() }],
+    })?;
+    let mut problems = Vec::new();
+    for (name, e) in &config.entrypoints {
+        let source = e.adapter_source();
+        let loaded = runtime.load(name, &source, Role::Entrypoint, &e.common.adapter_settings).and_then(|adapter| {
+            e.fit(&adapter).map_err(|message| AdapterError::Load {
+                name: name.clone(),
+                source_name: source.to_string(),
+                message,
+            })
+        });
+        if let Err(e) = loaded {
+            problems.push(config::Problem { path: format!("entrypoints.{name}.adapter"), message: e.to_string() });
+        }
+    }
+    for (name, e) in &config.endpoints {
+        let loaded = e.adapter_load().and_then(|adapter| match adapter {
+            Some((source, settings)) => {
+                runtime.load(name, &source, Role::Endpoint, &settings).map(drop).map_err(|e| e.to_string())
+            }
+            None => Ok(()),
+        });
+        if let Err(message) = loaded {
+            problems.push(config::Problem { path: format!("endpoints.{name}.adapter"), message });
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(ConfigError { file: None, problems }) }
 }
 
 /// A running host.
@@ -109,8 +150,10 @@ impl Host {
         let adapters = AdapterRuntime::new(&config.adapters)
             .map_err(|e| StartError::Runtime(format!("the adapter runtime: {e}")))?;
         let readiness = Arc::new(Readiness::default());
+        readiness.watch_bus(bus.pressure());
         let shutdown = Shutdown::default();
         let host_config = Arc::new(config.host.clone());
+        let hand_off = PipelineHandOff::default();
         let context = |name: &str| ComponentContext {
             id: components.id(name).unwrap_or(ComponentId(u32::MAX)),
             name: Arc::from(name),
@@ -121,6 +164,7 @@ impl Host {
             shutdown: shutdown.clone(),
             host: Arc::clone(&host_config),
             readiness: Arc::clone(&readiness),
+            pipeline: hand_off.clone(),
         };
 
         let mut targets_by_id: Vec<Option<TargetSender>> = vec![None; components.len()];
@@ -154,6 +198,7 @@ impl Host {
             Arc::clone(&recorder),
             Duration::from_millis(config.bus.publish_timeout_ms),
         );
+        hand_off.fulfil(&pipeline);
         let mut workers = JoinSet::new();
         for shard in shards {
             workers.spawn(pipeline.clone().run_shard(shard, shutdown.sources.clone()));

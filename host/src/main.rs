@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use mediation_host::config::{Config, LogFormat};
+use mediation_host::config::{Config, ConfigError, LogFormat};
 use mediation_host::host::Host;
 use mediation_host::packet_log::Sink;
 use mediation_host::reload;
@@ -40,7 +40,10 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check { config } => match Config::load(&config).and_then(|c| {
+            mediation_host::host::check_adapters(&c).map_err(|e| ConfigError { file: Some(config.clone()), ..e })?;
+            Ok(c)
+        }) {
             Ok(c) => {
                 println!(
                     "{}: ok ({} entrypoints, {} endpoints, {} routes)",

@@ -48,6 +48,9 @@ pub struct Recorder {
     stats: Arc<[ComponentStats]>,
     /// The packet log.
     packet_log: Arc<PacketLog>,
+    /// Client connections closed because they stopped taking bytes, on every
+    /// entrypoint listener.
+    write_timeouts: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Recorder {
@@ -55,7 +58,14 @@ impl Recorder {
     #[must_use]
     pub fn new(components: Arc<Components>, packet_log: Arc<PacketLog>) -> Self {
         let stats = (0..components.len()).map(|_| ComponentStats::default()).collect();
-        Self { components, stats, packet_log }
+        Self { components, stats, packet_log, write_timeouts: Arc::default() }
+    }
+
+    /// The count of client connections closed by the write timeout, which the
+    /// listeners add to.
+    #[must_use]
+    pub fn write_timeouts(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        Arc::clone(&self.write_timeouts)
     }
 
     /// The component registry.
@@ -216,26 +226,44 @@ impl Pipeline {
             }
             let table = self.routes.snapshot();
             for event in batch.drain(..) {
-                self.process(&table, event, &mut log).await;
+                // The target's outcome is recorded and reaches the sender through its
+                // acknowledgement; the worker only moves on.
+                let _ = self.process(&table, event, &mut log).await;
             }
             self.recorder.flush(&mut log);
         }
     }
 
-    /// Runs one event through lifecycle → route → deliver.
-    pub async fn process(&self, table: &RouteTable, event: Event, log: &mut Vec<u8>) {
+    /// Runs one event through lifecycle → route → deliver. Returns why a target did
+    /// not take it (the delivery is recorded as failed either way), for a source that
+    /// runs its own deliveries and answers for them ([`Pipeline::forward`]).
+    pub async fn process(&self, table: &RouteTable, event: Event, log: &mut Vec<u8>) -> Result<(), DeliveryError> {
         if event.kind.is_lifecycle() {
             self.lifecycle(&event);
-            return;
+            return Ok(());
         }
         let Some((last, rest)) = table.from_source(event.source).split_last() else {
             self.recorder.unrouted(event, log);
-            return;
+            return Ok(());
         };
+        let mut outcome = Ok(());
         for route in rest {
-            self.deliver(route, event.clone(), log).await;
+            let delivered = self.deliver(route, event.clone(), log).await;
+            outcome = outcome.and(delivered);
         }
-        self.deliver(last, event, log).await;
+        outcome.and(self.deliver(last, event, log).await)
+    }
+
+    /// Delivers `event` on the current routes from its source, the way a bus worker
+    /// would. For a source that needs no bus because it runs in the host and is fed
+    /// by the pipeline itself (the memory topic): going through the bus would make a
+    /// worker wait on the topic's queue while the topic waits on that worker's shard.
+    ///
+    /// # Errors
+    /// Why a target did not take it (busy, shutting down).
+    pub async fn forward(&self, event: Event, log: &mut Vec<u8>) -> Result<(), DeliveryError> {
+        let table = self.routes.snapshot();
+        self.process(&table, event, log).await
     }
 
     /// Connects and disconnects are counted and logged, then end the pipeline
@@ -254,34 +282,64 @@ impl Pipeline {
         );
     }
 
-    async fn deliver(&self, route: &Arc<Route>, event: Event, log: &mut Vec<u8>) {
+    async fn deliver(&self, route: &Arc<Route>, event: Event, log: &mut Vec<u8>) -> Result<(), DeliveryError> {
         let Some(Some(queue)) = self.targets.get(route.target.0 as usize) else {
             let target = self.recorder.components().name(route.target).to_owned();
             let error = DeliveryError::Target { target, message: String::from("takes no deliveries") };
-            self.recorder.finish(event, route, Err(error), log);
-            return;
+            return self.fail(event, route, error, log);
         };
         let delivery = Delivery { event, route: Arc::clone(route) };
         let delivery = match queue.try_send(delivery) {
-            Ok(()) => return,
+            Ok(()) => return Ok(()),
             Err(TrySendError::Full(delivery)) => delivery,
-            Err(TrySendError::Closed(delivery)) => return self.fail(delivery, DeliveryError::ShuttingDown, log),
+            Err(TrySendError::Closed(delivery)) => {
+                return self.fail(delivery.event, &delivery.route, DeliveryError::ShuttingDown, log);
+            }
         };
         // Lines gathered so far go out now rather than after a wait of up to the
         // publish timeout.
         self.recorder.flush(log);
         match queue.send_timeout(delivery, self.publish_timeout).await {
-            Ok(()) => {}
+            Ok(()) => Ok(()),
             Err(SendTimeoutError::Timeout(delivery)) => {
                 let target = self.recorder.components().name(delivery.route.target).to_owned();
-                self.fail(delivery, DeliveryError::Busy(target), log);
+                self.fail(delivery.event, &delivery.route, DeliveryError::Busy(target), log)
             }
-            Err(SendTimeoutError::Closed(delivery)) => self.fail(delivery, DeliveryError::ShuttingDown, log),
+            Err(SendTimeoutError::Closed(delivery)) => {
+                self.fail(delivery.event, &delivery.route, DeliveryError::ShuttingDown, log)
+            }
         }
     }
 
-    fn fail(&self, delivery: Delivery, error: DeliveryError, log: &mut Vec<u8>) {
-        self.recorder.finish(delivery.event, &delivery.route, Err(error), log);
+    /// Records a delivery that failed before its target took it, and returns why.
+    fn fail(&self, event: Event, route: &Route, error: DeliveryError, log: &mut Vec<u8>) -> Result<(), DeliveryError> {
+        self.recorder.finish(event, route, Err(error.clone()), log);
+        Err(error)
+    }
+}
+
+/// Hands the pipeline to the components that deliver for themselves (the memory
+/// topic), once every target is wired: the pipeline holds every target's queue, so it
+/// only exists after all components were built. Each gets its own clone and drops it
+/// at shutdown, so that no queue is kept open by a reference nobody can drop.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineHandOff(Arc<std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<Pipeline>>>>);
+
+impl PipelineHandOff {
+    /// The pipeline, once the host has built it; an error when the host did not start.
+    #[must_use]
+    pub fn request(&self) -> tokio::sync::oneshot::Receiver<Pipeline> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(tx);
+        rx
+    }
+
+    /// Gives every requester its clone of `pipeline`.
+    pub fn fulfil(&self, pipeline: &Pipeline) {
+        for requester in self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
+            // A requester that is gone wants nothing.
+            let _ = requester.send(pipeline.clone());
+        }
     }
 }
 

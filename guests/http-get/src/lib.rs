@@ -36,7 +36,7 @@
 //! |---|---|---|
 //! | `include_headers` | `true` | `true` or `false`: whether `headers` and `headers_base64` are written. |
 
-use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Role, Settings};
+use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Maps, Role, Settings};
 use mediation_adapter_sdk::json::{self, EventStyle};
 use mediation_adapter_sdk::{BatchBuilder, Item};
 
@@ -49,6 +49,7 @@ pub struct HttpGet {
 
 impl Adapter for HttpGet {
     const ROLE: Role = Role::Entrypoint;
+    const MAPS: Maps = Maps::Downstream;
 
     fn configure(settings: &Settings) -> Result<Self, String> {
         settings.only(&["include_headers"])?;

@@ -49,7 +49,7 @@
 //! | `forward_headers` | `traceparent,tracestate` | Comma-separated request header names copied into every event's headers, lower-cased. A trailing `*` matches a prefix (`x-tenant-*`; `*` alone: every header). Empty: none. |
 //! | `destination_param` | unset | Name of the query parameter whose value becomes the event destination. Unset: the input's destination stays. |
 
-use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Role, Settings};
+use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Maps, Role, Settings};
 use mediation_adapter_sdk::{BatchBuilder, Item, ItemWriter, Kind, json};
 
 /// The content type of a request that sent none.
@@ -92,6 +92,7 @@ pub struct HttpPost {
 
 impl Adapter for HttpPost {
     const ROLE: Role = Role::Entrypoint;
+    const MAPS: Maps = Maps::Upstream;
 
     fn configure(settings: &Settings) -> Result<Self, String> {
         settings.only(&["content_types", "forward_headers", "destination_param"])?;

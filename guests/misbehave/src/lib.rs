@@ -6,7 +6,7 @@
 //! | `loop` | spins forever, to be stopped by the call deadline |
 //! | `panic` | panics, which traps the instance |
 //! | `oom` | allocates until the memory cap stops it |
-//! | `refuse` | refuses this item alone as malformed |
+//! | anything containing `refuse` | refuses this item alone as malformed |
 //! | anything else | passes the item through unchanged |
 
 use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Role, Settings};
@@ -34,7 +34,7 @@ impl Adapter for Misbehave {
                     hoard.push(vec![1; 1 << 20]);
                 }
             }
-            b"refuse" => Err(ItemError::malformed("refused on request")),
+            payload if payload.windows(6).any(|w| w == b"refuse") => Err(ItemError::malformed("refused on request")),
             _ => {
                 out.copy(item);
                 Ok(())

@@ -19,7 +19,7 @@ pub mod bindings {
 }
 
 use bindings::mediation::adapter::types as wit;
-pub use bindings::mediation::adapter::types::{CallContext, ErrorKind, Info, Role, Session};
+pub use bindings::mediation::adapter::types::{CallContext, Directions, ErrorKind, Info, Role, Session};
 
 /// Why one item produced no output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +140,29 @@ impl<'a> Context<'a> {
     }
 }
 
+/// The directions an adapter maps, as it tells the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Maps {
+    /// Client to broker only: decoding client frames, or mapping events to records.
+    Upstream,
+    /// Broker to client only: mapping records to events, or encoding client frames.
+    Downstream,
+    /// Both.
+    Both,
+}
+
+impl Maps {
+    /// The WIT flags for these directions.
+    #[must_use]
+    pub fn directions(self) -> Directions {
+        match self {
+            Self::Upstream => Directions::UPSTREAM,
+            Self::Downstream => Directions::DOWNSTREAM,
+            Self::Both => Directions::UPSTREAM | Directions::DOWNSTREAM,
+        }
+    }
+}
+
 /// An adapter: how one protocol's frames or records map to events and back.
 ///
 /// The SDK calls `upstream` or `downstream` once per input item, in order. An item
@@ -151,6 +174,9 @@ pub trait Adapter: Sized + Send + Sync + 'static {
     /// True when `downstream` output depends on the session, which makes the host
     /// encode once per client instead of once per event.
     const SESSION_DEPENDENT: bool = false;
+    /// The directions the adapter maps (both unless it says otherwise). The host
+    /// refuses it at startup where the other one is needed.
+    const MAPS: Maps = Maps::Both;
 
     /// Builds the adapter from its settings.
     ///
@@ -284,6 +310,7 @@ macro_rules! __export_adapter_wasm {
                 $crate::guest::Info {
                     role: <$adapter as $crate::guest::Adapter>::ROLE,
                     session_dependent: <$adapter as $crate::guest::Adapter>::SESSION_DEPENDENT,
+                    maps: <$adapter as $crate::guest::Adapter>::MAPS.directions(),
                 }
             }
 

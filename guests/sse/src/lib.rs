@@ -45,7 +45,7 @@
 //! | `event_header` | `sse-event` | The event header whose value becomes the `event:` line. Must not be empty. |
 //! | `binary` | `refuse` | `refuse`: a payload that is not UTF-8 fails as unsupported. `base64`: a payload flagged binary or not UTF-8 is sent base64-encoded. |
 
-use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Role, Settings};
+use mediation_adapter_sdk::guest::{Adapter, Context, ItemError, Maps, Role, Settings};
 use mediation_adapter_sdk::{BatchBuilder, Item, json};
 
 /// What happens to a payload that is not text.
@@ -68,6 +68,7 @@ pub struct Sse {
 
 impl Adapter for Sse {
     const ROLE: Role = Role::Entrypoint;
+    const MAPS: Maps = Maps::Downstream;
 
     fn configure(settings: &Settings) -> Result<Self, String> {
         settings.only(&["event_header", "binary"])?;

@@ -24,7 +24,7 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use crate::config::{AdapterRuntimeConfig, Problems};
 
 pub use batch::{Mapped, encode_events, from_item};
-pub use bindings::mediation::adapter::types::{CallContext, ErrorKind, Info, ItemError, Role, Session};
+pub use bindings::mediation::adapter::types::{CallContext, Directions, ErrorKind, Info, ItemError, Role, Session};
 pub use builtin::BUILTIN_NAMES;
 
 /// The generated bindings of the `adapter` world; the host's only `bindgen!`.
@@ -323,7 +323,11 @@ impl AdapterRuntime {
                 info: Mutex::new(None),
             }),
         };
-        let mut instance = adapter.instantiate().map_err(|e| load_error(e.to_string()))?;
+        let mut instance = adapter.instantiate().map_err(|e| match e {
+            // `configure` refused the settings: its message says which.
+            AdapterError::Load { message, .. } => load_error(message),
+            other => load_error(other.to_string()),
+        })?;
         let info = instance
             .bindings
             .mediation_adapter_mapping()
@@ -436,6 +440,17 @@ impl Adapter {
     #[must_use]
     pub fn session_dependent(&self) -> bool {
         self.shared.info.lock().unwrap_or_else(PoisonError::into_inner).as_ref().is_some_and(|i| i.session_dependent)
+    }
+
+    /// True when the adapter maps every direction in `needed`.
+    #[must_use]
+    pub fn maps(&self, needed: Directions) -> bool {
+        self.shared
+            .info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|i| i.maps.contains(needed))
     }
 
     fn instantiate(&self) -> Result<Instance, AdapterError> {

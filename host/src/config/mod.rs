@@ -135,6 +135,20 @@ pub struct HostConfig {
     /// Time a client has to send a request's headers; slower clients (slowloris) are
     /// disconnected.
     pub header_read_timeout_ms: u64,
+    /// The largest request head (request line and headers) accepted; larger ones get
+    /// 431. Envoy's default limit (60 KiB), so that whatever Envoy forwards fits, and
+    /// nothing larger is buffered.
+    pub max_header_bytes: usize,
+    /// The longest pause between two reads of a request body (nginx's
+    /// `client_body_timeout`); a body that stalls longer gets 408.
+    pub body_read_timeout_ms: u64,
+    /// Bytes that request bodies still arriving may hold in memory, across every
+    /// connection; a body that would go past it gets 503 with `Retry-After`.
+    pub body_memory_bytes: usize,
+    /// The longest a streaming client (SSE, WebSocket) may take to accept more bytes
+    /// (nginx's `send_timeout`); a client that stops reading for longer is cut off
+    /// and counted, whether or not the replay ring has moved past it yet.
+    pub send_timeout_ms: u64,
     /// How long shutdown may take to drain the bus and flush producers.
     pub shutdown_timeout_ms: u64,
     /// How often the config file is checked for changes to hot-reload routes; 0 turns
@@ -167,6 +181,12 @@ const fn default_admin_listen() -> SocketAddr {
 /// 1 MiB, the message size limit DESIGN §8 sets.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
+/// 60 KiB, Envoy's default `max_request_headers_kb`.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 60 * 1024;
+
+/// The smallest `max_header_bytes`: below it, ordinary browser requests do not fit.
+const MIN_HEADER_BYTES: usize = 8192;
+
 impl Default for HostConfig {
     fn default() -> Self {
         Self {
@@ -175,6 +195,10 @@ impl Default for HostConfig {
             admin_listen: default_admin_listen(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             header_read_timeout_ms: 10_000,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            body_read_timeout_ms: 10_000,
+            body_memory_bytes: 64 * 1024 * 1024,
+            send_timeout_ms: 30_000,
             shutdown_timeout_ms: 10_000,
             reload_poll_ms: 2_000,
             log_format: LogFormat::Text,
@@ -395,6 +419,21 @@ impl Config {
     fn validate_limits(&self, problems: &mut Problems) {
         problems.check(self.host.max_message_bytes > 0, "host.max_message_bytes", "must be at least 1");
         problems.check(self.host.header_read_timeout_ms > 0, "host.header_read_timeout_ms", "must be at least 1");
+        problems.check(
+            self.host.max_header_bytes >= MIN_HEADER_BYTES,
+            "host.max_header_bytes",
+            format!("must be at least {MIN_HEADER_BYTES}"),
+        );
+        problems.check(self.host.body_read_timeout_ms > 0, "host.body_read_timeout_ms", "must be at least 1");
+        problems.check(
+            self.host.body_memory_bytes >= self.host.max_message_bytes,
+            "host.body_memory_bytes",
+            format!(
+                "must be at least max_message_bytes ({}), or no body of the largest size fits",
+                self.host.max_message_bytes
+            ),
+        );
+        problems.check(self.host.send_timeout_ms > 0, "host.send_timeout_ms", "must be at least 1");
         problems.check(self.bus.queue_capacity > 0, "bus.queue_capacity", "must be at least 1");
         problems.check(self.bus.publish_timeout_ms > 0, "bus.publish_timeout_ms", "must be at least 1");
         problems.check(self.adapters.call_timeout_ms > 0, "adapters.call_timeout_ms", "must be at least 1");

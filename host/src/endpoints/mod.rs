@@ -12,6 +12,8 @@ pub mod source;
 pub mod target;
 pub mod tls;
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use crate::adapter::AdapterSource;
@@ -62,6 +64,30 @@ impl EndpointConfig {
             Self::Amqp(c) => Some(&mut c.adapter),
             Self::Solace(c) => Some(&mut c.adapter),
         }
+    }
+}
+
+/// An adapter and the settings it is configured with.
+pub type AdapterLoad = (AdapterSource, BTreeMap<String, String>);
+
+impl EndpointConfig {
+    /// The adapter the endpoint loads when it starts and the settings it configures it
+    /// with, so that `check` loads the same; `None` for an endpoint without one.
+    ///
+    /// # Errors
+    /// A Solace endpoint whose transport settings do not translate.
+    pub fn adapter_load(&self) -> Result<Option<AdapterLoad>, String> {
+        Ok(match self {
+            Self::Memory(c) => c.adapter.clone().map(|a| (a, c.adapter_settings.clone())),
+            Self::Kafka(c) => Some((c.adapter.clone(), c.adapter_settings())),
+            Self::RabbitMq(c) => Some((c.adapter.clone(), c.adapter_settings())),
+            Self::Mqtt(c) => Some((c.adapter.clone(), c.adapter_settings.clone())),
+            Self::Amqp(c) => Some((c.adapter.clone(), c.adapter_settings())),
+            Self::Solace(c) => Some(match c.transport {
+                solace::Transport::Amqp => c.to_amqp().map(|a| (a.adapter.clone(), a.adapter_settings()))?,
+                solace::Transport::Mqtt => c.to_mqtt().map(|m| (m.adapter, m.adapter_settings))?,
+            }),
+        })
     }
 }
 

@@ -16,8 +16,9 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 
+use super::Entrypoint;
 use super::hub::Read;
-use super::{Entrypoint, filter_from_query, session};
+use super::request::{filter_from_query, session};
 use crate::config::Problems;
 use crate::server::{Body, Handler, json_error, respond};
 
@@ -132,9 +133,13 @@ async fn poll(
         return json_error(StatusCode::NOT_ACCEPTABLE, "not_acceptable", message);
     };
     let (parts, _) = request.into_parts();
-    let session = session(&parts.headers, &parts.uri, peer);
-    let query = match parse(&session.query, config) {
-        Ok(query) => query,
+    let checked = session(&parts.headers, &parts.uri, peer).and_then(|session| {
+        let query = parse(&session.query, config)?;
+        let filter = filter_from_query(&session.query, &session.client_id)?;
+        Ok((query, filter))
+    });
+    let (query, filter) = match checked {
+        Ok(checked) => checked,
         Err(message) => return json_error(StatusCode::BAD_REQUEST, "bad_query", &message),
     };
     let _slot = match entrypoint.slot() {
@@ -142,7 +147,6 @@ async fn poll(
         Err(response) => return *response,
     };
     let hub = entrypoint.hub();
-    let filter = filter_from_query(&session.query, &session.client_id);
     let deadline = tokio::time::Instant::now() + query.wait;
     let mut head = hub.watch();
     let mut entries = Vec::new();
@@ -153,10 +157,9 @@ async fn poll(
             Read::Expired { oldest, missed } => {
                 let body = serde_json::json!({
                     "error": "cursor_expired",
-                    "message": if missed == 0 {
-                        format!("cursor {cursor} was not issued by this replay window (another run or replica)")
-                    } else {
-                        format!("cursor {cursor} is older than the replay window: {missed} events are gone")
+                    "message": match missed {
+                        None => format!("cursor {cursor} was not issued by this replay window (another run or replica)"),
+                        Some(missed) => format!("cursor {cursor} is older than the replay window: {missed} events are gone"),
                     },
                     "oldest_cursor": oldest,
                     "missed": missed,
@@ -227,7 +230,7 @@ mod tests {
     #[test]
     fn checks_the_query() {
         let config = HttpGetConfig { default_limit: 100, max_limit: 1000, max_wait_ms: 30_000 };
-        let q = |s: &str| parse(&super::super::parse_query(s), &config);
+        let q = |s: &str| parse(&super::super::request::parse_query(s).expect("a query"), &config);
         let ok = q("cursor=5&limit=10&wait_ms=200").expect("valid");
         assert_eq!((ok.cursor, ok.limit, ok.wait), (5, 10, Duration::from_millis(200)));
         assert_eq!(q("cursor=abc").err().as_deref(), Some("`cursor` must be a whole number, not `abc`"));

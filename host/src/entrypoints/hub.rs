@@ -156,6 +156,44 @@ pub fn topic_matches(pattern: &str, topic: &str) -> bool {
     topic_levels.next().is_none()
 }
 
+/// Where a client that asked to resume at `cursor` continues, and the gap it is told
+/// of. The same for the three entrypoints: an SSE `Last-Event-ID`, a WebSocket cursor
+/// or resume frame, and a poll's `cursor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// The ring holds the cursor (or it is 0, the oldest held): continue there.
+    At(u64),
+    /// The cursor is not in the ring: continue at `oldest`, telling the client how many
+    /// events it `missed`, or that this is unknown (`None`) for a cursor this ring did
+    /// not issue (another run or another replica).
+    Gap {
+        /// Events the client will not get, when known.
+        missed: Option<u64>,
+        /// The oldest sequence held: where the client continues.
+        oldest: u64,
+    },
+}
+
+impl Resume {
+    /// The gap as JSON: `{"missed": N or null, "resume": oldest}`; `None` for no gap.
+    #[must_use]
+    pub fn gap_json(self) -> Option<serde_json::Value> {
+        match self {
+            Self::At(_) => None,
+            Self::Gap { missed, oldest } => Some(serde_json::json!({ "missed": missed, "resume": oldest })),
+        }
+    }
+
+    /// The cursor the client continues from.
+    #[must_use]
+    pub fn cursor(self) -> u64 {
+        match self {
+            Self::At(cursor) => cursor,
+            Self::Gap { oldest, .. } => oldest,
+        }
+    }
+}
+
 /// What a read found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Read {
@@ -165,12 +203,12 @@ pub enum Read {
         next: u64,
     },
     /// The cursor is older than the oldest entry held (`missed` events are gone), or
-    /// was not issued by this ring (`missed` is 0: unknown).
+    /// was not issued by this ring (`missed` is unknown).
     Expired {
         /// The oldest sequence still held (the cursor to resume from).
         oldest: u64,
-        /// How many events the client missed.
-        missed: u64,
+        /// How many events the client missed, when known.
+        missed: Option<u64>,
     },
 }
 
@@ -247,18 +285,34 @@ impl Hub {
         ring.entries.front().map_or(ring.next, |e| e.sequence)
     }
 
+    /// Where a client asking for `cursor` continues, and the gap it is told of.
+    #[must_use]
+    pub fn resume(&self, cursor: u64) -> Resume {
+        Self::locate(&self.ring.read().unwrap_or_else(PoisonError::into_inner), cursor)
+    }
+
+    /// A cursor from 0 (the oldest held) to the head is held. One below the oldest
+    /// that this process issued was evicted, and the distance is what the client
+    /// missed. Any other was not issued by this ring (an earlier run, another replica,
+    /// or made up): what the client missed is unknown.
+    fn locate(ring: &Ring, cursor: u64) -> Resume {
+        let oldest = ring.entries.front().map_or(ring.next, |e| e.sequence);
+        if cursor == 0 || (oldest..=ring.next).contains(&cursor) {
+            Resume::At(cursor)
+        } else if (first_sequence()..oldest).contains(&cursor) {
+            Resume::Gap { missed: Some(oldest - cursor), oldest }
+        } else {
+            Resume::Gap { missed: None, oldest }
+        }
+    }
+
     /// Appends the entries matching `filter` from `cursor` (0: the oldest held) to
     /// `out`, scanning at most `max` entries.
     pub fn read(&self, cursor: u64, filter: &Filter, max: usize, out: &mut Vec<Arc<Entry>>) -> Read {
         let ring = self.ring.read().unwrap_or_else(PoisonError::into_inner);
         let oldest = ring.entries.front().map_or(ring.next, |e| e.sequence);
-        if cursor != 0 && cursor < oldest {
-            return Read::Expired { oldest, missed: oldest - cursor };
-        }
-        if cursor > ring.next {
-            // Not a cursor this ring issued (another run, another replica): what the
-            // client missed is unknown, so it is told and resumes from the oldest.
-            return Read::Expired { oldest, missed: 0 };
+        if let Resume::Gap { missed, oldest } = Self::locate(&ring, cursor) {
+            return Read::Expired { oldest, missed };
         }
         let start = ring.entries.partition_point(|e| e.sequence < cursor);
         let mut next = cursor.max(oldest);
@@ -309,7 +363,9 @@ impl Hub {
                     event.sequence = next;
                     next += 1;
                 }
-                let payloads: Vec<(u64, Bytes)> = events.iter().map(|e| (e.sequence, e.payload.clone())).collect();
+                // Filters and targeting look at the event as it came from its source: the
+                // encoded frame need not carry its headers or destination.
+                let sources: Vec<Source> = events.iter().map(Source::of).collect();
                 let frames = recorder.map_deliveries(
                     &adapter,
                     adapter::Direction::Downstream,
@@ -318,7 +374,7 @@ impl Hub {
                     events,
                     &mut log,
                 );
-                let entries: Vec<Entry> = frames.iter().map(|frame| entry(frame, &payloads)).collect();
+                let entries: Vec<Entry> = frames.iter().map(|frame| entry(frame, &sources)).collect();
                 self.append(entries);
                 acks.extend(frames.into_iter().filter_map(|frame| recorder.delivered(frame, &route, &mut log)));
             }
@@ -341,14 +397,14 @@ pub enum Next {
     /// The ring moved past the client and the policy is `drop_oldest`: it skipped
     /// `missed` events and continues from the oldest held.
     Skipped {
-        /// Events the client will never see.
-        missed: u64,
+        /// Events the client will never see, when known.
+        missed: Option<u64>,
     },
     /// The ring moved past the client and the policy is `disconnect`: close the
     /// connection with a reason; the client resumes from its cursor.
     Behind {
-        /// Events no longer held.
-        missed: u64,
+        /// Events no longer held, when known.
+        missed: Option<u64>,
     },
     /// The hub stopped (shutdown).
     Closed,
@@ -431,16 +487,42 @@ impl Feed {
     }
 }
 
-/// The ring entry for an encoded frame; the adapter keeps each input's sequence.
-fn entry(frame: &Event, payloads: &[(u64, Bytes)]) -> Entry {
-    let payload = payloads.iter().find(|(s, _)| *s == frame.sequence).map(|(_, p)| p.clone()).unwrap_or_default();
+/// What an entry keeps of the event it encodes.
+struct Source {
+    /// The ring sequence, which the adapter keeps on its output.
+    sequence: u64,
+    /// The event's destination.
+    destination: Option<Text>,
+    /// The event's headers.
+    headers: Vec<Header>,
+    /// The event's payload.
+    payload: Bytes,
+}
+
+impl Source {
+    fn of(event: &Event) -> Self {
+        Self {
+            sequence: event.sequence,
+            destination: event.destination.clone(),
+            headers: event.headers.clone(),
+            payload: event.payload.clone(),
+        }
+    }
+}
+
+/// The ring entry for an encoded frame: the frame, and the destination, headers and
+/// payload of the event it encodes.
+fn entry(frame: &Event, sources: &[Source]) -> Entry {
+    // Sequences are consecutive within a run, so the input is found by position.
+    let position = sources.first().and_then(|first| usize::try_from(frame.sequence.checked_sub(first.sequence)?).ok());
+    let source = position.and_then(|p| sources.get(p)).filter(|s| s.sequence == frame.sequence);
     Entry {
         sequence: frame.sequence,
         frame: frame.payload.clone(),
         binary: frame.flags & mediation_adapter_sdk::layout::FLAG_BINARY != 0,
-        destination: frame.destination.clone(),
-        headers: frame.headers.clone(),
-        payload,
+        destination: source.and_then(|s| s.destination.clone()),
+        headers: source.map(|s| s.headers.clone()).unwrap_or_default(),
+        payload: source.map(|s| s.payload.clone()).unwrap_or_default(),
     }
 }
 
@@ -520,7 +602,7 @@ mod tests {
         assert_eq!(frames(&hub, end, &everyone), (vec![], Read::Ok { next: end }), "nothing new at the head");
         assert_eq!(
             frames(&hub, end + 1, &everyone).1,
-            Read::Expired { oldest: first, missed: 0 },
+            Read::Expired { oldest: first, missed: None },
             "not from this ring"
         );
         let alice =
@@ -539,7 +621,7 @@ mod tests {
         let evicted = hub.recorder.stats(ComponentId(0)).map(|s| s.ring_evictions.load(Ordering::Relaxed));
         assert_eq!(evicted, Some(3));
         let oldest = hub.oldest();
-        assert_eq!(frames(&hub, oldest - 3, &Filter::default()).1, Read::Expired { oldest, missed: 3 });
+        assert_eq!(frames(&hub, oldest - 3, &Filter::default()).1, Read::Expired { oldest, missed: Some(3) });
         assert_eq!(frames(&hub, oldest, &Filter::default()), (vec!["a", "a"], Read::Ok { next: oldest + 2 }));
 
         let small = hub_with_bytes(2);

@@ -8,6 +8,7 @@
 pub mod http_get;
 pub mod http_post;
 pub mod hub;
+pub mod request;
 pub mod sse;
 pub mod websocket;
 
@@ -133,6 +134,33 @@ impl EntrypointConfig {
         }
     }
 
+    /// Checks that a loaded `adapter` can serve this entrypoint, at startup and in
+    /// `check`.
+    ///
+    /// # Errors
+    /// Why it cannot.
+    pub fn fit(&self, adapter: &Adapter) -> Result<(), String> {
+        // Client frames are decoded (upstream) by every type that takes them, and
+        // events are encoded (downstream) by every type that serves them.
+        let (needed, what) = match self.kind {
+            Kind::HttpPost(_) => (adapter::Directions::UPSTREAM, "decode request bodies (upstream)"),
+            Kind::Sse(_) | Kind::HttpGet(_) => (adapter::Directions::DOWNSTREAM, "encode events (downstream)"),
+            Kind::Websocket(_) => (adapter::Directions::all(), "decode messages and encode events (both directions)"),
+        };
+        if !adapter.maps(needed) {
+            return Err(format!("does not map what a {} entrypoint needs: it must {what}", self.type_name()));
+        }
+        if self.serves_events() && adapter.session_dependent() {
+            // The ring holds frames encoded once for every client; an encoding that
+            // differs per session would need the writers to encode, which they do not.
+            return Err(String::from(
+                "declares session-dependent output, which this host does not support on entrypoints that \
+                 serve events: frames are encoded once for all clients",
+            ));
+        }
+        Ok(())
+    }
+
     /// True for the types that serve events to clients and so hold a ring.
     #[must_use]
     pub fn serves_events(&self) -> bool {
@@ -210,6 +238,9 @@ pub struct Entrypoint {
     pub slots: Arc<Semaphore>,
     /// The CORS and origin policy.
     pub origins: Arc<Origins>,
+    /// Bytes of request bodies still arriving, shared by every entrypoint
+    /// (`host.body_memory_bytes`).
+    pub body_budget: Arc<Semaphore>,
 }
 
 impl Entrypoint {
@@ -236,7 +267,7 @@ impl Entrypoint {
         }
         let mut event = crate::event::Event::new(ctx.id, bytes::Bytes::new());
         event.kind = kind;
-        event.ordering_key = ordering_key(client_id);
+        event.ordering_key = request::ordering_key(client_id);
         event.client_id = Some(crate::event::Text::from(client_id));
         // A lifecycle event the bus cannot take is only a missed count: nothing waits on it.
         let _ = ctx.bus.publish(event).await;
@@ -362,23 +393,19 @@ pub async fn start(
     listeners: &mut JoinSet<()>,
 ) -> Result<Option<SocketAddr>, StartError> {
     let mut by_listener: BTreeMap<Option<u16>, BTreeMap<String, Handler>> = BTreeMap::new();
+    let body_budget = Arc::new(Semaphore::new(config.host.body_memory_bytes.min(Semaphore::MAX_PERMITS)));
     for (name, e) in &config.entrypoints {
         let ctx = context(name);
         let adapter =
             ctx.adapters.load(name, &e.adapter_source(), adapter::Role::Entrypoint, &e.common.adapter_settings)?;
         ctx.readiness.watch_adapter(adapter.clone());
-        if e.serves_events() && adapter.session_dependent() {
-            // The ring holds frames encoded once for every client; an encoding that
-            // differs per session would need the writers to encode, which they do not.
-            return Err(StartError::Adapter(adapter::AdapterError::Load {
+        e.fit(&adapter).map_err(|message| {
+            StartError::Adapter(adapter::AdapterError::Load {
                 name: name.clone(),
                 source_name: e.adapter_source().to_string(),
-                message: String::from(
-                    "declares session-dependent output, which this host does not support on entrypoints that \
-                     serve events: frames are encoded once for all clients",
-                ),
-            }));
-        }
+                message,
+            })
+        })?;
         let hub = e.serves_events().then(|| {
             let ring = e.common.ring.clone().unwrap_or_default();
             let (tx, rx) = tokio::sync::mpsc::channel(ring.queue_capacity);
@@ -390,6 +417,7 @@ pub async fn start(
         let entrypoint = Entrypoint {
             slots: Arc::new(Semaphore::new(e.common.max_connections)),
             origins: Arc::new(Origins::new(&e.common.allowed_origins)),
+            body_budget: Arc::clone(&body_budget),
             common: e.common.clone(),
             adapter,
             hub,
@@ -418,6 +446,9 @@ pub async fn start(
         let limits = server::Limits {
             max_connections: config.entrypoints.values().map(|e| e.common.max_connections).sum(),
             header_read_timeout: std::time::Duration::from_millis(config.host.header_read_timeout_ms),
+            max_header_bytes: config.host.max_header_bytes,
+            send_timeout: std::time::Duration::from_millis(config.host.send_timeout_ms),
+            write_timeouts: context("").recorder.write_timeouts(),
         };
         server::spawn(listener, by_path(routes), limits, shutdown, listeners);
     }
@@ -437,96 +468,9 @@ fn by_path(routes: BTreeMap<String, Handler>) -> Handler {
     })
 }
 
-/// `a=1&b=x%20y` into pairs, percent-decoded.
-#[must_use]
-pub fn parse_query(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The client session the adapter sees: Envoy's forwarded headers, the path and the
-/// query. The client id is `X-Client-Id` when Envoy sets it, else the peer address.
-#[must_use]
-pub fn session(request_headers: &HeaderMap, uri: &hyper::Uri, peer: SocketAddr) -> adapter::Session {
-    let headers: Vec<(String, String)> = request_headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect();
-    let client_id =
-        headers.iter().find(|(k, _)| k == "x-client-id").map_or_else(|| peer.to_string(), |(_, v)| v.clone());
-    let query = uri.query().map(parse_query).unwrap_or_default();
-    adapter::Session { client_id, path: uri.path().to_owned(), query, headers }
-}
-
-/// A stable ordering key for a client id.
-#[must_use]
-pub fn ordering_key(client_id: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    client_id.hash(&mut h);
-    h.finish()
-}
-
-/// A subscription filter from a query: every `topic` parameter is a pattern, every
-/// `header.<name>=<value>` an equality.
-#[must_use]
-pub fn filter_from_query(query: &[(String, String)], client_id: &str) -> hub::Filter {
-    hub::Filter {
-        topics: query.iter().filter(|(k, _)| k == "topic").map(|(_, v)| v.clone()).collect(),
-        headers: query
-            .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix("header.")?.to_owned(), bytes::Bytes::from(v.clone()))))
-            .collect(),
-        client_id: client_id.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decodes_queries() {
-        assert_eq!(
-            parse_query("topic=a%2Fb&x=1+2&flag&bad=%zz&end=%4"),
-            vec![
-                (String::from("topic"), String::from("a/b")),
-                (String::from("x"), String::from("1 2")),
-                (String::from("flag"), String::new()),
-                (String::from("bad"), String::from("%zz")),
-                (String::from("end"), String::from("%4")),
-            ]
-        );
-    }
 
     #[test]
     fn origins_pass_same_origin_and_listed_ones() {

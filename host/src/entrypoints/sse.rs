@@ -18,8 +18,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::hub::{Feed, Next, SlowConsumer};
-use super::{Entrypoint, filter_from_query, session};
+use super::Entrypoint;
+use super::hub::{Feed, Next, Resume, SlowConsumer};
+use super::request::{filter_from_query, parse_cursor, session};
 use crate::config::Problems;
 use crate::event::EventKind;
 use crate::server::{Body, ChannelBody, Handler, json_error};
@@ -72,35 +73,41 @@ fn open(entrypoint: &Entrypoint, config: &SseConfig, request: Request<Incoming>,
         return response;
     }
     let (parts, _) = request.into_parts();
-    let session = session(&parts.headers, &parts.uri, peer);
+    let bad_query = |message: String| json_error(StatusCode::BAD_REQUEST, "bad_query", &message);
+    let session = match session(&parts.headers, &parts.uri, peer) {
+        Ok(session) => session,
+        Err(message) => return bad_query(message),
+    };
+    let filter = match filter_from_query(&session.query, &session.client_id) {
+        Ok(filter) => filter,
+        Err(message) => return bad_query(message),
+    };
     let last_event_id = parts
         .headers
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or_default().to_owned())
         .or_else(|| session.query.iter().find(|(k, _)| k == "last_event_id").map(|(_, v)| v.clone()));
     let hub = Arc::clone(entrypoint.hub());
-    let cursor = match last_event_id.as_deref().map(str::trim) {
-        None | Some("") => hub.head(),
-        Some(id) => match id.parse::<u64>().ok().and_then(|id| id.checked_add(1)) {
-            Some(cursor) => cursor,
-            None => {
-                let message = format!("Last-Event-ID `{id}` is not a sequence number this host issued");
-                return json_error(StatusCode::BAD_REQUEST, "bad_cursor", &message);
-            }
+    // `Last-Event-ID` is the last event the client got: it continues after it.
+    let resume = match last_event_id.as_deref().map(str::trim) {
+        None | Some("") => Resume::At(hub.head()),
+        Some(id) => match parse_cursor("Last-Event-ID", id) {
+            Ok(id) => hub.resume(id.saturating_add(1)),
+            Err(message) => return json_error(StatusCode::BAD_REQUEST, "bad_cursor", &message),
         },
     };
     let slot = match entrypoint.slot() {
         Ok(slot) => slot,
         Err(response) => return *response,
     };
-    let feed = Feed::new(hub, cursor, filter_from_query(&session.query, &session.client_id));
+    let feed = Feed::new(hub, resume.cursor(), filter);
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER_FRAMES);
     let client = Client { entrypoint: entrypoint.clone(), client_id: session.client_id, tx };
     let retry = Bytes::from(format!("retry: {}\n\n", config.retry_ms));
     let heartbeat = Duration::from_millis(config.heartbeat_ms);
     tokio::spawn(async move {
         let _slot = slot;
-        client.run(feed, retry, heartbeat).await;
+        client.run(feed, resume, retry, heartbeat).await;
     });
     let mut response = Response::new(ChannelBody(rx).boxed_unsync());
     let headers = response.headers_mut();
@@ -121,19 +128,14 @@ struct Client {
 }
 
 impl Client {
-    async fn run(self, mut feed: Feed, retry: Bytes, heartbeat: Duration) {
+    async fn run(self, mut feed: Feed, resume: Resume, retry: Bytes, heartbeat: Duration) {
         self.entrypoint.lifecycle(EventKind::Connect, &self.client_id).await;
         let shutdown = self.entrypoint.ctx.shutdown.accept.clone();
         let mut open = self.tx.send(retry).await.is_ok();
-        // A client resuming from an id the ring no longer holds is told what it
-        // missed, then continues from the oldest event held.
-        let (oldest, head) = (self.entrypoint.hub().oldest(), self.entrypoint.hub().head());
-        if open && (feed.cursor() < oldest || feed.cursor() > head) {
-            // Below the ring: those events are gone. Above the head: an id from another
-            // run or replica, so what was missed is unknown (0).
-            let missed = oldest.saturating_sub(feed.cursor());
-            open = self.tx.send(gap(missed, oldest)).await.is_ok();
-            feed.seek(oldest);
+        // A client resuming from an id the ring does not hold is told what it missed
+        // before it gets the oldest event held.
+        if open && let Some(gap) = resume.gap_json() {
+            open = self.tx.send(frame_gap(&gap)).await.is_ok();
         }
         while open {
             let next = tokio::select! {
@@ -148,9 +150,8 @@ impl Client {
             open = match next {
                 Next::Entries(entries) => self.send(&mut feed, &entries).await,
                 Next::Skipped { missed } => self.tx.send(gap(missed, feed.cursor())).await.is_ok(),
-                Next::Behind { missed } => {
-                    // Say why before ending, so the page can tell a drop from a crash.
-                    let _ = self.tx.try_send(gap(missed, feed.cursor()));
+                Next::Behind { .. } => {
+                    self.cut(feed.cursor()).await;
                     false
                 }
                 Next::Closed => false,
@@ -173,15 +174,30 @@ impl Client {
                         return true;
                     }
                     self.entrypoint.hub().count_slow_consumer();
+                    self.cut(entry.sequence).await;
                     return false;
                 }
             }
         }
         true
     }
+
+    /// Ends the stream of a client the ring moved past at `cursor`, with an `event:
+    /// gap` that says what it missed and where the oldest event held is, so that the page can tell a drop from a
+    /// crash. The gap goes after the frames already queued, once the client reads
+    /// them; a client that does not read in time is closed by the write timeout.
+    async fn cut(&self, cursor: u64) {
+        let resume = self.entrypoint.hub().resume(cursor);
+        let gap = resume.gap_json().unwrap_or_else(|| serde_json::json!({ "missed": 0, "resume": cursor }));
+        let _ = self.tx.send(frame_gap(&gap)).await;
+    }
 }
 
 /// The frame telling a client that it missed events: an SSE event named `gap`.
-fn gap(missed: u64, resume: u64) -> Bytes {
-    Bytes::from(format!("event: gap\ndata: {{\"missed\":{missed},\"resume\":{resume}}}\n\n"))
+fn gap(missed: Option<u64>, resume: u64) -> Bytes {
+    frame_gap(&serde_json::json!({ "missed": missed, "resume": resume }))
+}
+
+fn frame_gap(gap: &serde_json::Value) -> Bytes {
+    Bytes::from(format!("event: gap\ndata: {gap}\n\n"))
 }

@@ -30,8 +30,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig as WireConfig};
 use tokio_tungstenite::tungstenite::{Error as WireError, Message, Utf8Bytes};
 
-use super::hub::{Feed, Next, SlowConsumer};
-use super::{Entrypoint, filter_from_query, ordering_key, session};
+use super::Entrypoint;
+use super::hub::{Feed, Filter, Next, Resume, SlowConsumer};
+use super::request::{filter_from_query, ordering_key, parse_cursor, session};
 use crate::adapter::{self, CallContext, ErrorKind, Session};
 use crate::bus::BusError;
 use crate::config::Problems;
@@ -48,10 +49,10 @@ const OUTBOX_FRAMES: usize = 64;
 /// when the first arrives.
 const MAX_BURST: usize = 64;
 
-/// How long the close frame may take to reach the socket. A client that does not
-/// take it in this time has stopped reading (its buffers are full): it is cut off
-/// rather than holding the connection until it reads again.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bytes tungstenite may buffer for the socket beyond one message: the frames of one
+/// write, and the pongs it answers pings with while the client does not read. Past
+/// it, further pongs replace the one waiting instead of piling up.
+const WRITE_BUFFER_BYTES: usize = 128 * 1024;
 
 /// `type = "websocket"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -131,15 +132,24 @@ fn upgrade(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(',').next())
         .and_then(|p| HeaderValue::from_str(p.trim()).ok());
+    let checked = session(request.headers(), request.uri(), peer).and_then(|session| {
+        let filter = filter_from_query(&session.query, &session.client_id)?;
+        Ok((session, filter))
+    });
+    let (session, filter) = match checked {
+        Ok(checked) => checked,
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, "bad_query", &message),
+    };
+    let resume = match session.query.iter().find(|(k, _)| k == "cursor") {
+        None => Resume::At(entrypoint.hub().head()),
+        Some((_, cursor)) => match parse_cursor("`cursor`", cursor) {
+            Ok(cursor) => entrypoint.hub().resume(cursor),
+            Err(message) => return json_error(StatusCode::BAD_REQUEST, "bad_cursor", &message),
+        },
+    };
     let slot = match entrypoint.slot() {
         Ok(slot) => slot,
         Err(response) => return *response,
-    };
-    let session = session(request.headers(), request.uri(), peer);
-    let cursor = match session.query.iter().find(|(k, _)| k == "cursor").map(|(_, v)| v.parse::<u64>()) {
-        None => entrypoint.hub().head(),
-        Some(Ok(cursor)) => cursor,
-        Some(Err(_)) => return json_error(StatusCode::BAD_REQUEST, "bad_cursor", "`cursor` must be a whole number"),
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let (entrypoint, config) = (entrypoint.clone(), Arc::clone(config));
@@ -156,11 +166,15 @@ fn upgrade(
         let wire = WireConfig::default()
             .max_message_size(Some(limit))
             .max_frame_size(Some(limit))
+            // A client that pings and never reads would otherwise make tungstenite
+            // queue its pongs without bound.
+            .write_buffer_size(WRITE_BUFFER_BYTES)
+            .max_write_buffer_size(WRITE_BUFFER_BYTES + limit + 16)
             // The default 128 KiB read buffer is zero-filled per connection: 140 KiB per idle
             // client. Reads grow past 4 KiB only while a large message arrives.
             .read_buffer_size(READ_BUFFER_BYTES);
         let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(wire)).await;
-        Connection::new(entrypoint, config, session).run(socket, cursor).await;
+        Connection::new(entrypoint, config, session).run(socket, filter, resume).await;
     });
     let mut response = respond(StatusCode::SWITCHING_PROTOCOLS, "text/plain", "");
     let headers = response.headers_mut();
@@ -214,20 +228,16 @@ impl Connection {
         Self { entrypoint, config, call: CallContext { route: 0, session: Some(session) }, client_id, ordering_key }
     }
 
-    /// The query of the client's upgrade request.
-    fn query(&self) -> &[(String, String)] {
-        self.call.session.as_ref().map_or(&[], |session| &session.query)
-    }
-
-    async fn run(self, socket: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, cursor: u64) {
+    async fn run(self, socket: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, filter: Filter, resume: Resume) {
         let client_id = self.client_id.as_str().to_owned();
         self.entrypoint.lifecycle(EventKind::Connect, &client_id).await;
         let (sink, mut stream) = socket.split();
         let (commands, outbox) = mpsc::channel(OUTBOX_FRAMES);
-        let feed = Feed::new(Arc::clone(self.entrypoint.hub()), cursor, filter_from_query(self.query(), &client_id));
+        let feed = Feed::new(Arc::clone(self.entrypoint.hub()), resume.cursor(), filter);
         let mut writer = tokio::spawn(write(
             sink,
             feed,
+            resume,
             outbox,
             self.entrypoint.clone(),
             Duration::from_millis(self.config.ping_interval_ms),
@@ -448,6 +458,7 @@ fn close_for(error: &WireError, limit: usize) -> (CloseCode, String) {
 async fn write<S>(
     mut sink: S,
     mut feed: Feed,
+    resume: Resume,
     mut outbox: mpsc::Receiver<Command>,
     entrypoint: Entrypoint,
     ping: Duration,
@@ -458,15 +469,11 @@ async fn write<S>(
     let mut ping_timer = tokio::time::interval(ping);
     ping_timer.tick().await;
     // A resume point outside the ring (evicted, or from another run) is answered with
-    // a gap frame, then the feed continues from the oldest event held.
-    let (oldest, head) = (entrypoint.hub().oldest(), entrypoint.hub().head());
-    if feed.cursor() != 0 && (feed.cursor() < oldest || feed.cursor() > head) {
-        let gap =
-            serde_json::json!({ "type": "gap", "missed": oldest.saturating_sub(feed.cursor()), "resume": oldest });
-        if sink.send(Message::text(gap.to_string())).await.is_err() {
-            return;
-        }
-        feed.seek(oldest);
+    // a gap frame; the feed already starts at the oldest event held.
+    if let Some(frame) = gap_frame(resume)
+        && sink.send(frame).await.is_err()
+    {
+        return;
     }
     let mut confirming = FuturesUnordered::new();
     let mut reading = true;
@@ -504,8 +511,12 @@ async fn write<S>(
                     Ok(None)
                 }
                 Some(Command::Resume(after)) => {
-                    feed.seek(after.saturating_add(1));
-                    Ok(None)
+                    let resume = entrypoint.hub().resume(after.saturating_add(1));
+                    feed.seek(resume.cursor());
+                    match gap_frame(resume) {
+                        Some(frame) => sink.send(frame).await.map(|()| None),
+                        None => Ok(None),
+                    }
                 }
                 Some(Command::Close(code, reason)) => Ok(Some((code, reason))),
             },
@@ -517,9 +528,9 @@ async fn write<S>(
                     let gap = serde_json::json!({ "type": "gap", "missed": missed, "resume": feed.cursor() });
                     sink.send(Message::text(gap.to_string())).await.map(|()| None)
                 }
-                Next::Behind { missed } => Ok(Some((
+                Next::Behind { .. } => Ok(Some((
                     CloseCode::Again,
-                    format!("fell {missed} events behind the replay window; resume from {}", feed.cursor()),
+                    format!("fell behind the replay window; resume from {}", feed.cursor()),
                 ))),
                 Next::Closed => Ok(Some((CloseCode::Away, String::from("the host is shutting down")))),
             },
@@ -532,17 +543,23 @@ async fn write<S>(
                 if code == CloseCode::Again {
                     entrypoint.hub().count_slow_consumer();
                 }
+                // The close goes after the frames already written, once the client reads
+                // them: a client that does not is cut off by the connection's write timeout.
                 let reason = truncate(&reason, 120);
-                let close = async {
-                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
-                    let _ = sink.close().await;
-                };
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+                let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                let _ = sink.close().await;
                 return;
             }
             Err(_) => return,
         }
     }
+}
+
+/// The gap frame for a resume point the ring does not hold.
+fn gap_frame(resume: Resume) -> Option<Message> {
+    let mut gap = resume.gap_json()?;
+    gap["type"] = serde_json::Value::from("gap");
+    Some(Message::text(gap.to_string()))
 }
 
 /// Sends a batch of frames, feeding them all before one flush. When the ring moves

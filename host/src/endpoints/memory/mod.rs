@@ -1,11 +1,15 @@
 //! The `memory` endpoint: a named topic inside the process.
 //!
 //! As a target it accepts events (optionally mapping them through an adapter, like a
-//! broker endpoint would) and confirms each once it is on the bus toward the topic's
-//! subscribers, that is, the routes whose source is this endpoint. With no such
-//! route the topic has no subscribers and confirms at once, as a broker topic
-//! without consumers would. Nothing survives a restart: it is the quickstart default
-//! and a test double for brokers, not storage.
+//! broker endpoint would) and confirms each once the queue of every subscriber (the
+//! targets of the routes whose source is this endpoint) took it. With no such route
+//! the topic has no subscribers and confirms at once, as a broker topic without
+//! consumers would. Nothing survives a restart: it is the quickstart default and a
+//! test double for brokers, not storage.
+//!
+//! The topic delivers to its subscribers itself instead of publishing onto the bus:
+//! the bus workers feed the topic, so a topic waiting for room on the bus while a
+//! worker waits for room in the topic's queue would hold both until a timeout.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -14,11 +18,10 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 
 use crate::adapter::{self, Adapter, AdapterSource};
-use crate::bus::{Bus, BusError};
 use crate::config::Problems;
 use crate::event::{DeliveryError, Event};
 use crate::host::ComponentContext;
-use crate::pipeline::{Delivery, TargetReceiver, TargetSender, runs_by_route};
+use crate::pipeline::{Delivery, Pipeline, TargetReceiver, TargetSender, runs_by_route};
 
 /// `type = "memory"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -62,8 +65,8 @@ struct MemoryTopic {
     adapter: Option<Adapter>,
     /// The most deliveries per adapter call.
     max_batch: usize,
-    /// The ordering key of everything the topic publishes: one key keeps the topic's
-    /// order for all of its subscribers.
+    /// The ordering key stamped on what the topic delivers, as a broker source's
+    /// partition would be.
     ordering_key: u64,
 }
 
@@ -86,35 +89,38 @@ pub fn spawn(
     let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     ctx.name.hash(&mut hasher);
+    let pipeline = ctx.pipeline.request();
     let topic = MemoryTopic { ordering_key: hasher.finish(), ctx, adapter, max_batch: config.max_batch };
-    Ok((tx, tokio::spawn(topic.run(rx))))
+    Ok((tx, tokio::spawn(topic.run(rx, pipeline))))
 }
 
 impl MemoryTopic {
-    async fn run(self, mut queue: TargetReceiver) {
-        let mut bus = Some(self.ctx.bus.clone());
+    async fn run(self, mut queue: TargetReceiver, pipeline: tokio::sync::oneshot::Receiver<Pipeline>) {
+        // Deliveries come from the pipeline, so none arrive before it exists; without
+        // one (the host did not start) the queue closes unused.
+        let mut pipeline = pipeline.await.ok();
         let mut batch = Vec::with_capacity(self.max_batch);
         let mut log = Vec::new();
         loop {
             tokio::select! {
                 biased;
-                () = self.ctx.shutdown.sources.cancelled(), if bus.is_some() => {
-                    // Stop publishing so the bus can drain; keep taking deliveries,
-                    // which now fail as shutting down.
-                    bus = None;
+                () = self.ctx.shutdown.sources.cancelled(), if pipeline.is_some() => {
+                    // Stop delivering, and let go of the pipeline, which holds this
+                    // topic's own queue open; deliveries still queued fail as shutting down.
+                    pipeline = None;
                 }
                 n = queue.recv_many(&mut batch, self.max_batch) => {
                     if n == 0 {
                         break;
                     }
-                    self.handle(&mut batch, bus.as_ref(), &mut log).await;
+                    self.handle(&mut batch, pipeline.as_ref(), &mut log).await;
                     self.ctx.recorder.flush(&mut log);
                 }
             }
         }
     }
 
-    async fn handle(&self, batch: &mut Vec<Delivery>, bus: Option<&Bus>, log: &mut Vec<u8>) {
+    async fn handle(&self, batch: &mut Vec<Delivery>, pipeline: Option<&Pipeline>, log: &mut Vec<u8>) {
         let subscribed = !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty();
         for (route, events) in runs_by_route(batch) {
             let events = match &self.adapter {
@@ -125,23 +131,20 @@ impl MemoryTopic {
                 }
             };
             for mut event in events {
-                let result = match bus {
+                let result = match pipeline {
                     _ if !subscribed => Ok(()),
                     None => Err(DeliveryError::ShuttingDown),
-                    Some(bus) => self.publish(bus, event.detached()).await,
+                    Some(pipeline) => self.deliver(pipeline, event.detached(), log).await,
                 };
                 self.ctx.recorder.finish(event, &route, result, log);
             }
         }
     }
 
-    /// Puts a copy of `event` on the bus as this topic's own event.
-    async fn publish(&self, bus: &Bus, mut event: Event) -> Result<(), DeliveryError> {
+    /// Delivers a copy of `event` to the topic's subscribers as this topic's own event.
+    async fn deliver(&self, pipeline: &Pipeline, mut event: Event, log: &mut Vec<u8>) -> Result<(), DeliveryError> {
         event.source = self.ctx.id;
         event.ordering_key = self.ordering_key;
-        bus.publish(event).await.map_err(|e| match e {
-            BusError::Busy { .. } => DeliveryError::Busy(String::from("the event bus")),
-            BusError::Closed(_) => DeliveryError::ShuttingDown,
-        })
+        pipeline.forward(event, log).await
     }
 }
