@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::PacketLogConfig;
-use crate::event::{DeliveryError, Event};
+use crate::event::{DeliveryError, Event, Header};
 use crate::metrics::Outcome;
 use crate::routing::Route;
 
@@ -142,26 +142,48 @@ impl PacketLog {
         line.raw(",\"latency_us\":");
         line.display(now_instant.saturating_duration_since(e.received_at).as_micros());
         if self.include_headers {
-            line.raw(",\"headers\":{");
-            for (i, h) in e.headers.iter().enumerate() {
-                if i > 0 {
-                    line.raw(",");
-                }
-                line.string(h.name.as_str());
-                line.raw(":");
-                if self.redact.iter().any(|r| r.eq_ignore_ascii_case(h.name.as_str())) {
-                    line.string("[redacted]");
-                } else {
-                    line.string(&String::from_utf8_lossy(&h.value));
-                }
-            }
-            line.raw("}");
+            self.write_headers(&mut line, &e.headers);
         }
         if self.include_payload {
             line.raw(",\"payload\":");
             line.string(&String::from_utf8_lossy(&e.payload));
         }
         line.raw("}\n");
+    }
+
+    /// Writes `,"headers":{..}`. Brokers and HTTP allow a header name to repeat, a JSON
+    /// object does not (log pipelines refuse the line or keep one value), so each name is
+    /// written once, at its first place, with its values joined by `, ` in order, as HTTP
+    /// combines repeated fields. Looking back for earlier names is quadratic in the
+    /// header count, which is small, and needs no allocation.
+    fn write_headers(&self, line: &mut LineWriter<'_>, headers: &[Header]) {
+        line.raw(",\"headers\":{");
+        let mut first = true;
+        for (i, h) in headers.iter().enumerate() {
+            let name = h.name.as_str();
+            if headers[..i].iter().any(|earlier| earlier.name.as_str() == name) {
+                continue;
+            }
+            if !first {
+                line.raw(",");
+            }
+            first = false;
+            line.string(name);
+            line.raw(":");
+            if self.redact.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+                line.string("[redacted]");
+                continue;
+            }
+            line.raw("\"");
+            for (j, same) in headers[i..].iter().filter(|later| later.name.as_str() == name).enumerate() {
+                if j > 0 {
+                    line.raw(", ");
+                }
+                let _ = JsonEscape(&mut *line).write_str(&String::from_utf8_lossy(&same.value));
+            }
+            line.raw("\"");
+        }
+        line.raw("}");
     }
 
     /// Writes out and clears `buf`. One write per call keeps lines whole.
@@ -279,7 +301,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventId, Header, Text};
+    use crate::event::{EventId, Text};
     use crate::metrics::RouteStats;
     use crate::routing::{ComponentId, Direction};
     use bytes::Bytes;
@@ -347,6 +369,37 @@ mod tests {
         assert_eq!(v["payload"], "secret payload");
         assert_eq!(v["outcome"], "busy");
         assert_eq!(v["error"], "busy: orders stayed full for the publish timeout");
+    }
+
+    /// Found by the `packet_log` fuzz target: a repeated header name was written as a
+    /// repeated key, which log pipelines refuse or reduce to one value.
+    #[test]
+    fn writes_a_repeated_header_name_once_with_its_values_joined() {
+        let config = PacketLogConfig { include_headers: true, ..PacketLogConfig::default() };
+        let log = PacketLog::new(&config, Sink::Discard);
+        let mut event = event();
+        event.headers = vec![
+            Header::new("", ""),
+            Header::new("x-a", "1"),
+            Header::new("Cookie", "a=b"),
+            Header::new("x-a", Bytes::from_static(b"\xff\"2\"")),
+            Header::new("", ""),
+            Header::new("cookie", "c=d"),
+            Header::new("X-A", "3"),
+        ];
+        let packet =
+            Packet { event: &event, source: "s", route: None, target: None, outcome: Outcome::Delivered, error: None };
+        let mut buf = Vec::new();
+        log.format(&mut buf, &packet, UNIX_EPOCH, Instant::now());
+        let line = String::from_utf8(buf).expect("the line is UTF-8");
+        let headers = concat!(
+            r#","headers":{"":", ","x-a":"1, "#,
+            "\u{fffd}",
+            r#"\"2\"","Cookie":"[redacted]","cookie":"[redacted]","X-A":"3"}"#
+        );
+        assert!(line.contains(headers), "{line}");
+        let value: serde_json::Value = serde_json::from_str(&line).expect("the line is JSON");
+        assert_eq!(value["headers"]["x-a"], "1, \u{fffd}\"2\"");
     }
 
     #[test]

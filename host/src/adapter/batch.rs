@@ -70,13 +70,10 @@ impl Adapter {
             Err(e) => return Err((inputs, e)),
         };
         let shared = Bytes::from(data);
-        let output = match Batch::parse(&shared, &index) {
+        let output = match parse_output(&shared, &index, inputs.len(), &outcome.produced, &outcome.errors) {
             Ok(output) => output,
-            Err(e) => return Err((inputs, self.invalid(e.to_string()))),
+            Err(message) => return Err((inputs, self.invalid(message))),
         };
-        if let Err(message) = check_outcome(inputs.len(), output.len(), &outcome.produced, &outcome.errors) {
-            return Err((inputs, self.invalid(message)));
-        }
         self.succeeded();
         let mut mapped = Mapped { outputs: Vec::with_capacity(output.len()), refused: Vec::new() };
         let mut errors = outcome.errors.into_iter().peekable();
@@ -106,6 +103,24 @@ impl Adapter {
         }
         Ok(mapped)
     }
+}
+
+/// Reads a guest's output batch for a call with `inputs` items: the layout must be valid,
+/// and the outcome (`produced` per input, `errors` in input order) must account for
+/// every input and output exactly once. Whatever the guest wrote, this never panics.
+///
+/// # Errors
+/// What is wrong with the output, for the adapter's invalid-output error.
+pub fn parse_output<'a>(
+    data: &'a [u8],
+    index: &'a [u32],
+    inputs: usize,
+    produced: &[u32],
+    errors: &[ItemError],
+) -> Result<Batch<'a>, String> {
+    let output = Batch::parse(data, index).map_err(|e| e.to_string())?;
+    check_outcome(inputs, output.len(), produced, errors)?;
+    Ok(output)
 }
 
 /// Checks that an outcome accounts for every input and output exactly once.

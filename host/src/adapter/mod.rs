@@ -23,7 +23,7 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
 use crate::config::{AdapterRuntimeConfig, Problems};
 
-pub use batch::{Mapped, encode_events, from_item};
+pub use batch::{Mapped, encode_events, from_item, parse_output};
 pub use bindings::mediation::adapter::types::{CallContext, Directions, ErrorKind, Info, ItemError, Role, Session};
 pub use builtin::BUILTIN_NAMES;
 

@@ -89,6 +89,12 @@ impl Problems {
         }
     }
 
+    /// True when nothing was found wrong.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     fn into_result<T>(self, value: T, file: Option<&Path>) -> Result<T, ConfigError> {
         if self.0.is_empty() {
             Ok(value)
