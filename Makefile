@@ -31,9 +31,10 @@ lint: setup
 unit: setup brokers
 	cargo test --release --locked --workspace
 
-## The real brokers the broker tests run against (docs/brokers.md); seconds when warm.
+## The real brokers the broker tests run against, and the fault proxy the fault tests put
+## between host and broker (docs/brokers.md); seconds when warm.
 brokers:
-	bash scripts/brokers.sh up rabbitmq mosquitto kafka artemis
+	bash scripts/brokers.sh up rabbitmq mosquitto kafka artemis toxiproxy
 
 ## Headless Chromium against the real binary (installs Debian's chromium when missing).
 browser: build

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Start/stop the real message brokers the Mediation Host tests run against.
 #
-#   scripts/brokers.sh up     [rabbitmq] [mosquitto] [kafka] [artemis]
+#   scripts/brokers.sh up     [rabbitmq] [mosquitto] [kafka] [artemis] [toxiproxy]
 #   scripts/brokers.sh down   [names...]
 #   scripts/brokers.sh status [names...]
 #
-# With no names, all four brokers are handled. See docs/brokers.md.
+# With no names, all four brokers and Toxiproxy (the fault proxy that the fault tests put
+# between the host and each broker) are handled. See docs/brokers.md.
 #
 # Everything that is not a Debian package (jars, tarballs, unpacked dirs,
 # generated configs, data, logs, pid files) lives under
-# ${MEDIATION_CACHE:-$HOME/.cache/mediation-host}/brokers, outside the clone,
+# ${MEDIATION_CACHE:-$HOME/.cache/mediation-host}/brokers (Toxiproxy's Go build included), outside the clone,
 # so that a fresh clone (CI) reuses it and a warm `up` takes seconds.
 #
 # Environment knobs:
@@ -30,6 +31,13 @@ readonly KAFKA_PORT=9092             # Kafka PLAINTEXT listener (clients)
 readonly KAFKA_CONTROLLER_PORT=9093  # KRaft controller listener
 readonly KAFKA_SASL_PORT=9094        # Kafka SASL_PLAINTEXT listener (PLAIN, TEST_USER)
 readonly KAFKA_SASL_SSL_PORT=9095    # Kafka SASL_SSL listener (PLAIN, TEST_USER; test CA)
+# Kafka tells its clients where to connect (the advertised listener), so a proxy in front of
+# a listener only stays in the path if that listener advertises the proxy: FAULTS listens
+# on KAFKA_FAULTS_PORT and advertises TOXIPROXY_KAFKA_PORT, where the fault tests'
+# Toxiproxy proxy listens and forwards to KAFKA_FAULTS_PORT.
+readonly KAFKA_FAULTS_PORT=9096      # Kafka PLAINTEXT listener behind Toxiproxy (FAULTS)
+readonly TOXIPROXY_KAFKA_PORT=9097   # advertised by FAULTS; a Toxiproxy proxy listens here
+readonly TOXIPROXY_PORT=8474         # Toxiproxy's HTTP API
 readonly ARTEMIS_AMQP_PORT=5673      # AMQP 1.0 (not 5672: RabbitMQ has that)
 readonly ARTEMIS_AMQPS_PORT=5674     # AMQP 1.0 over TLS (test CA artemis/tls/ca.pem)
 readonly ARTEMIS_CORE_PORT=61616     # Artemis core (multi-protocol) acceptor
@@ -55,6 +63,7 @@ readonly ARTEMIS_ADMIN_PASSWORD=artemis
 readonly KAFKA_VERSION=4.4.0         # org.apache.kafka:kafka_2.13 + kafka-tools
 readonly LOG4J_VERSION=2.25.5        # log4j-core + log4j-slf4j-impl for Kafka
 readonly ARTEMIS_VERSION=2.56.0      # org.apache.artemis:apache-artemis:tar.gz:bin
+readonly TOXIPROXY_VERSION=2.5.0     # github.com/Shopify/toxiproxy/v2, built with `go install`
 # Artemis moved from org.apache.activemq to org.apache.artemis; newer releases
 # are only published under the new groupId.
 readonly ARTEMIS_GROUP_PATH=org/apache/artemis
@@ -65,11 +74,11 @@ readonly CONFIG_REV=1
 # 3: no blocking of producers when the (shared) disk is 90 % full.
 # 4: an AMQP-over-TLS acceptor.
 readonly ARTEMIS_CONFIG_REV=4
-# The same for Kafka alone (2: the SASL_PLAINTEXT listener), so that changing Kafka's
-# configuration does not regenerate the other brokers.
-readonly KAFKA_CONFIG_REV=2
+# The same for Kafka alone (2: the SASL_PLAINTEXT listener; 3: the FAULTS listener), so
+# that changing Kafka's configuration does not regenerate the other brokers.
+readonly KAFKA_CONFIG_REV=3
 
-readonly ALL_BROKERS=(rabbitmq mosquitto kafka artemis)
+readonly ALL_BROKERS=(rabbitmq mosquitto kafka artemis toxiproxy)
 readonly TIMEOUT=${BROKERS_TIMEOUT:-120}
 readonly MAVEN_CENTRAL=${MAVEN_CENTRAL:-https://repo1.maven.org/maven2}
 
@@ -85,6 +94,9 @@ readonly KAFKA_LIBS="$KAFKA_DIR/libs-$KAFKA_VERSION"
 readonly ARTEMIS_DIR="$CACHE/artemis"
 readonly ARTEMIS_HOME="$ARTEMIS_DIR/apache-artemis-$ARTEMIS_VERSION"
 readonly ARTEMIS_INSTANCE="$ARTEMIS_DIR/instance"
+readonly TOXI_DIR="$CACHE/toxiproxy"
+# `go install` names the binary after its package directory (cmd/server).
+readonly TOXI_BIN="$TOXI_DIR/bin-$TOXIPROXY_VERSION/server"
 
 SUDO=""
 [[ $(id -u) -eq 0 ]] || SUDO=sudo
@@ -138,6 +150,12 @@ kafka_alive() {
   local r
   r=$(probe "$KAFKA_PORT" '\x00\x00\x00\x0b\x00\x12\x00\x00\x00\x00\x00\x01\x00\x01x' 10)
   [[ $r == ????????000000010000 ]]
+}
+toxiproxy_alive() {
+  # GET /version -> an HTTP 200 status line.
+  local r
+  r=$(probe "$TOXIPROXY_PORT" 'GET /version HTTP/1.0\r\n\r\n' 12)
+  [[ $r == 485454502f312e3?20323030 ]]
 }
 artemis_alive() {
   # AMQP 1.0 SASL header -> the broker echoes the SASL protocol header.
@@ -207,6 +225,8 @@ install_prereqs() {
       artemis)
         command -v java >/dev/null || pkgs+=(openjdk-17-jre-headless)
         command -v curl >/dev/null || pkgs+=(curl ca-certificates) ;;
+      toxiproxy)
+        [[ -x $TOXI_BIN ]] || command -v go >/dev/null || pkgs+=(golang-go ca-certificates) ;;
     esac
   done
   for p in "${pkgs[@]}"; do
@@ -278,6 +298,19 @@ EOF
   mv "$tmp" "$KAFKA_LIBS"
   rm -rf "$KAFKA_DIR/build/m2"
   ln -sfn "$(basename "$KAFKA_LIBS")" "$KAFKA_DIR/libs"
+}
+
+install_toxiproxy() {
+  [[ -x $TOXI_BIN ]] && return 0
+  log "toxiproxy: building $TOXIPROXY_VERSION with go install (log: $TOXI_DIR/build.log)"
+  mkdir -p "$TOXI_DIR"
+  # Every Go path under the cache, so that a fresh clone reuses the build.
+  if ! env GOBIN="$(dirname "$TOXI_BIN")" GOPATH="$TOXI_DIR/go" GOMODCACHE="$TOXI_DIR/go/pkg/mod" \
+      GOCACHE="$TOXI_DIR/go-build" GOFLAGS=-modcacherw \
+      go install "github.com/Shopify/toxiproxy/v2/cmd/server@v$TOXIPROXY_VERSION" >"$TOXI_DIR/build.log" 2>&1; then
+    die "toxiproxy: go install failed (see $TOXI_DIR/build.log)"
+  fi
+  [[ -x $TOXI_BIN ]] || die "toxiproxy: no binary at $TOXI_BIN after go install (see $TOXI_DIR/build.log)"
 }
 
 install_artemis() {
@@ -474,9 +507,11 @@ mosquitto_stop() {
 kafka_pid() { pid_of "$KAFKA_DIR/kafka.pid" kafka.Kafka; }
 kafka_log() { echo "$KAFKA_DIR/logs/server.log (and $KAFKA_DIR/logs/kafka.out)"; }
 kafka_addr() {
-  echo "$HOST:$KAFKA_PORT (PLAINTEXT, no auth; SASL PLAIN $TEST_USER/$TEST_PASSWORD on SASL_PLAINTEXT $HOST:$KAFKA_SASL_PORT and SASL_SSL $HOST:$KAFKA_SASL_SSL_PORT, CA $KAFKA_DIR/tls/ca.pem; controller $HOST:$KAFKA_CONTROLLER_PORT)"
+  echo "$HOST:$KAFKA_PORT (PLAINTEXT, no auth; SASL PLAIN $TEST_USER/$TEST_PASSWORD on SASL_PLAINTEXT $HOST:$KAFKA_SASL_PORT and SASL_SSL $HOST:$KAFKA_SASL_SSL_PORT, CA $KAFKA_DIR/tls/ca.pem; FAULTS $HOST:$KAFKA_FAULTS_PORT advertised as $HOST:$TOXIPROXY_KAFKA_PORT; controller $HOST:$KAFKA_CONTROLLER_PORT)"
 }
 kafka_port() { echo "$KAFKA_PORT"; }
+# A Kafka started from an older configuration lacks the FAULTS listener (revision 3).
+kafka_stale() { ! port_open "$KAFKA_FAULTS_PORT"; }
 
 # Run a Kafka CLI class (e.g. org.apache.kafka.tools.TopicCommand) quietly.
 kafka_tool() {
@@ -502,11 +537,11 @@ kafka_configure() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SASL_PORT,SASL_SSL://$HOST:$KAFKA_SASL_SSL_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SASL_PORT,SASL_SSL://$HOST:$KAFKA_SASL_SSL_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SASL_PORT,SASL_SSL://$HOST:$KAFKA_SASL_SSL_PORT,FAULTS://$HOST:$KAFKA_FAULTS_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SASL_PORT,SASL_SSL://$HOST:$KAFKA_SASL_SSL_PORT,FAULTS://$HOST:$TOXIPROXY_KAFKA_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,FAULTS:PLAINTEXT
 sasl.enabled.mechanisms=PLAIN
 listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$TEST_USER="$TEST_PASSWORD";
@@ -702,6 +737,30 @@ artemis_stop() {
   rm -f "$ARTEMIS_DIR/artemis.pid"
 }
 
+# --- Toxiproxy (the fault tests' proxy) -----------------------------------------
+# Not a broker: an HTTP API on TOXIPROXY_PORT through which the fault tests create proxies
+# (127.0.0.1 only) in front of the brokers and add toxics (latency, reset, black hole,
+# bandwidth) to them. It starts with no proxy; each test makes its own.
+toxiproxy_pid() { pid_of "$TOXI_DIR/toxiproxy.pid" "$TOXI_BIN"; }
+toxiproxy_log() { echo "$TOXI_DIR/toxiproxy.log"; }
+toxiproxy_addr() { echo "http://$HOST:$TOXIPROXY_PORT (Kafka's proxy on $HOST:$TOXIPROXY_KAFKA_PORT)"; }
+toxiproxy_port() { echo "$TOXIPROXY_PORT"; }
+
+toxiproxy_start() {
+  mkdir -p "$TOXI_DIR"
+  : >"$TOXI_DIR/toxiproxy.log"
+  launch "$TOXI_DIR/toxiproxy.log" "$TOXI_BIN" -host "$HOST" -port "$TOXIPROXY_PORT"
+  echo "$LAUNCHED_PID" >"$TOXI_DIR/toxiproxy.pid"
+}
+toxiproxy_verify() { :; }
+
+toxiproxy_stop() {
+  local pid
+  pid=$(toxiproxy_pid) || return 0
+  stop_pid toxiproxy "$pid" "$TOXIPROXY_PORT"
+  rm -f "$TOXI_DIR/toxiproxy.pid"
+}
+
 # --- Commands ------------------------------------------------------------------
 parse_names() {
   SELECTED=()
@@ -732,6 +791,7 @@ cmd_up() {
     case $b in
       kafka) install_kafka ;;
       artemis) install_artemis ;;
+      toxiproxy) install_toxiproxy ;;
     esac
   done
 
@@ -739,6 +799,10 @@ cmd_up() {
   # and the Erlang VM boot in parallel).
   declare -A launched=()
   for b in "${SELECTED[@]}"; do
+    if pid=$("${b}_pid") && declare -F "${b}_stale" >/dev/null && "${b}_stale"; then
+      log "$b: running from an older configuration; restarting it"
+      "${b}_stop"
+    fi
     if pid=$("${b}_pid"); then
       launched[$b]=$pid
       [[ -z ${BROKERS_FRESH:-} ]] ||

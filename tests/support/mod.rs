@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod faults;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -228,6 +230,28 @@ impl HostProcess {
     /// `GET` on the admin listener.
     pub async fn admin(&self, path: &str) -> Reply {
         request(self.admin, "GET", path, &[], Bytes::new()).await
+    }
+
+    /// Waits until `/readyz` answers 200 (every endpoint connected), within [`WAIT`].
+    pub async fn await_ready(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.admin("/readyz").await.status != 200 {
+            assert!(tokio::time::Instant::now() < deadline, "the host did not get ready; its log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the packet log shows `n` events handed over, within [`BEFORE_KILL`].
+    pub async fn await_delivered(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + BEFORE_KILL;
+        while delivered(&self.packets()).len() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the host did not hand over {n} events within {BEFORE_KILL:?}; its log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Kills the process with SIGKILL (no shutdown, no goodbye to any broker) and
@@ -561,13 +585,16 @@ impl Drop for BrokerBackUp {
 /// body), the status, how long it took, and the body of the answer.
 pub type Answer = (String, u16, Duration, String);
 
-/// What a broker restart test watches: one client POSTs to an HTTP POST entrypoint all
-/// along (keys `restart-<n>`, 20 ms apart), another records every change of `/readyz`.
+/// What a broker restart or network fault test watches: one client POSTs to an HTTP POST
+/// entrypoint all along (keys `restart-<n>`, also the body, one at a time, 20 ms apart),
+/// another records every change of `/readyz`.
 pub struct Outage {
     /// Ends both.
     stop: tokio_util::sync::CancellationToken,
-    /// The poster, with its answers in order.
-    poster: tokio::task::JoinHandle<Vec<Answer>>,
+    /// The poster's answers so far, in order, for a test that acts on the poster's progress.
+    answers: Arc<Mutex<Vec<Answer>>>,
+    /// The poster.
+    poster: tokio::task::JoinHandle<()>,
     /// The watcher, with each readiness it saw (true: 200), repeats left out.
     watcher: tokio::task::JoinHandle<Vec<bool>>,
 }
@@ -576,44 +603,83 @@ impl Outage {
     /// Starts posting to `path` on `t` and watching its `/readyz`.
     pub fn watch(t: &TestHost, path: &str) -> Self {
         let stop = tokio_util::sync::CancellationToken::new();
+        let answers = Arc::new(Mutex::new(Vec::new()));
         let poster = {
-            let (addr, stop, path) = (t.listen(), stop.clone(), path.to_owned());
+            let (addr, stop, path, answers) = (t.listen(), stop.clone(), path.to_owned(), Arc::clone(&answers));
             tokio::spawn(async move {
-                let mut answers = Vec::new();
                 let mut n = 0u32;
                 while !stop.is_cancelled() {
                     let key = format!("restart-{n}");
                     let started = tokio::time::Instant::now();
                     let headers = [("content-type", "text/plain"), ("idempotency-key", key.as_str())];
                     let reply = request(addr, "POST", &path, &headers, Bytes::from(key.clone())).await;
-                    answers.push((key, reply.status, started.elapsed(), reply.text()));
+                    let answer = (key, reply.status, started.elapsed(), reply.text());
+                    answers.lock().expect("not poisoned").push(answer);
                     n += 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                answers
             })
         };
         let watcher = {
             let (admin, stop) = (t.host.admin_addr(), stop.clone());
             tokio::spawn(async move {
                 let mut seen = Vec::new();
-                while !stop.is_cancelled() {
+                // One last look after the stop, so that a readiness the test waited for
+                // just before it is always seen.
+                loop {
+                    let stopping = stop.is_cancelled();
                     let ready = request(admin, "GET", "/readyz", &[], Bytes::new()).await.status == 200;
                     if seen.last() != Some(&ready) {
                         seen.push(ready);
                     }
+                    if stopping {
+                        break seen;
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                seen
             })
         };
-        Self { stop, poster, watcher }
+        Self { stop, answers, poster, watcher }
+    }
+
+    /// The answers so far, in order.
+    pub fn answers(&self) -> Vec<Answer> {
+        self.answers.lock().expect("not poisoned").clone()
+    }
+
+    /// Waits until the answers so far satisfy `done`, and returns them; panics naming
+    /// `what` after `wait`.
+    pub async fn await_answers(&self, what: &str, wait: Duration, done: impl Fn(&[Answer]) -> bool) -> Vec<Answer> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let answers = self.answers();
+            if done(&answers) {
+                return answers;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within {wait:?}; the last answers: {:?}",
+                &answers[answers.len().saturating_sub(5)..]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until a POST sent after the `answered` first ones was acknowledged (2xx): the
+    /// flow goes on; panics after `wait`.
+    pub async fn await_acknowledged_after(&self, answered: usize, wait: Duration) {
+        self.await_answers("a POST acknowledged", wait, |a| a.iter().skip(answered).any(|a| (200..300).contains(&a.1)))
+            .await;
     }
 
     /// Stops both: the POST answers and the readiness changes seen.
     pub async fn finish(self) -> (Vec<Answer>, Vec<bool>) {
-        self.stop.cancel();
-        (self.poster.await.expect("the poster"), self.watcher.await.expect("the watcher"))
+        let Self { stop, answers, poster, watcher } = self;
+        stop.cancel();
+        poster.await.expect("the poster");
+        let readiness = watcher.await.expect("the watcher");
+        let answers = answers.lock().expect("not poisoned").clone();
+        (answers, readiness)
     }
 }
 
@@ -644,6 +710,27 @@ pub fn slow_hub(pause_ms: u64, events: usize) -> String {
         "#,
         adapter = env!("MEDIATION_PACE_ADAPTER")
     )
+}
+
+/// The bound on every wait of a test before it kills a host while it consumes.
+pub const BEFORE_KILL: Duration = Duration::from_secs(30);
+
+/// The hub of a host a test kills while it consumes `total` events: [`slow_hub`] at a pace
+/// that takes twice [`BEFORE_KILL`] for all of them, so that a test that got to its kill
+/// within its bounded waits finds events not handed over yet, however fast the rest of
+/// the host is. Its entrypoint is `slow`.
+pub fn hub_until_killed(total: usize) -> String {
+    let pause_ms = 2 * BEFORE_KILL.as_millis() / u128::try_from(total).expect("a count");
+    slow_hub(u64::try_from(pause_ms).expect("a pause").max(1), total)
+}
+
+/// The ids of the events the packet lines show handed over (outcome `delivered`).
+pub fn delivered(packets: &[serde_json::Value]) -> Vec<String> {
+    packets
+        .iter()
+        .filter(|p| p["outcome"] == "delivered")
+        .map(|p| p["event_id"].as_str().expect("an event id").to_owned())
+        .collect()
 }
 
 /// A WebSocket client reading text messages in the background, counting them as they
