@@ -601,7 +601,13 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_acknowled
     outage.await_acknowledged_after(answered, Duration::from_secs(15)).await;
     let (answers, readiness) = outage.finish().await;
 
-    assert_eq!(readiness, [true, false, true], "/readyz went false during the outage and back");
+    // A restarted Kafka answers metadata requests before its partitions have leaders
+    // again, so readiness may go back and forth while it recovers; it must go false
+    // during the outage and end true.
+    assert!(
+        readiness.first() == Some(&true) && readiness.contains(&false) && readiness.last() == Some(&true),
+        "/readyz went false during the outage and back: {readiness:?}"
+    );
     let acknowledged: Vec<&str> = answers.iter().filter(|a| a.1 == 202).map(|a| a.0.as_str()).collect();
     let failed: Vec<_> = answers.iter().filter(|a| a.1 != 202).collect();
     let mut statuses: Vec<u16> = failed.iter().map(|a| a.1).collect();
