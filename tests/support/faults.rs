@@ -198,11 +198,7 @@ impl<B: Broker> Run<B> {
     /// resumed; returns how long that took.
     async fn await_resumed(&self, answered: usize) -> Duration {
         let started = Instant::now();
-        self.outage
-            .await_answers("a POST acknowledged after the fault, without a restart of the host", NOTICE, |a| {
-                a.iter().skip(answered).any(|a| is_2xx(a.1))
-            })
-            .await;
+        self.outage.await_acknowledged_after(answered, NOTICE).await;
         started.elapsed()
     }
 

@@ -668,8 +668,10 @@ impl Outage {
     /// Waits until a POST sent after the `answered` first ones was acknowledged (2xx): the
     /// flow goes on; panics after `wait`.
     pub async fn await_acknowledged_after(&self, answered: usize, wait: Duration) {
-        self.await_answers("a POST acknowledged", wait, |a| a.iter().skip(answered).any(|a| (200..300).contains(&a.1)))
-            .await;
+        // Answers arrive in order, so those after the first `answered` are the later POSTs.
+        let acknowledged =
+            |a: &[Answer]| a.get(answered..).is_some_and(|later| later.iter().any(|a| (200..300).contains(&a.1)));
+        self.await_answers("a POST acknowledged", wait, acknowledged).await;
     }
 
     /// Stops both: the POST answers and the readiness changes seen.
