@@ -12,7 +12,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
@@ -93,9 +93,11 @@ impl Broker for RabbitMq {
     }
 
     async fn arrived(&mut self) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + faults::READ_FOR;
         let mut got = Vec::new();
-        while let Some(message) =
-            self.channel.basic_get(short(&self.queue), BasicGetOptions { no_ack: true }).await.expect("basic.get")
+        while Instant::now() < deadline
+            && let Some(message) =
+                self.channel.basic_get(short(&self.queue), BasicGetOptions { no_ack: true }).await.expect("basic.get")
         {
             got.push(message.delivery.data);
         }
@@ -175,9 +177,12 @@ impl Broker for Kafka {
     }
 
     async fn arrived(&mut self) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + faults::READ_FOR;
         tokio::task::block_in_place(|| {
             let mut got = Vec::new();
-            while let Some(message) = self.consumer.poll(Duration::from_millis(100)) {
+            while let Some(left) = deadline.checked_duration_since(Instant::now())
+                && let Some(message) = self.consumer.poll(left)
+            {
                 got.push(message.expect("a record").payload().unwrap_or_default().to_vec());
             }
             got
@@ -320,10 +325,9 @@ impl Broker for Artemis {
         use fe2o3_amqp::types::messaging::{AmqpValue, Body, Data};
         use fe2o3_amqp::types::primitives::Value;
 
+        let deadline = tokio::time::Instant::now() + faults::READ_FOR;
         let mut got = Vec::new();
-        while let Ok(delivery) =
-            tokio::time::timeout(Duration::from_millis(100), self.receiver.recv::<Body<Value>>()).await
-        {
+        while let Ok(delivery) = tokio::time::timeout_at(deadline, self.receiver.recv::<Body<Value>>()).await {
             let delivery = delivery.expect("a message");
             self.receiver.accept(&delivery).await.expect("accepted");
             got.push(match delivery.body() {
@@ -344,22 +348,22 @@ macro_rules! faults {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn latency_delays_acknowledgements_and_loses_nothing() {
-                faults::latency($new.await).await;
+                faults::bounded(faults::latency($new.await)).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_bandwidth_limit_delays_acknowledgements_and_loses_nothing() {
-                faults::bandwidth($new.await).await;
+                faults::bounded(faults::bandwidth($new.await)).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_reset_mid_publish_acknowledges_nothing_unconfirmed_and_recovers() {
-                faults::reset($new.await).await;
+                faults::bounded(faults::reset($new.await)).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_black_hole_acknowledges_nothing_turns_unready_and_recovers() {
-                faults::black_hole($new.await).await;
+                faults::bounded(faults::black_hole($new.await)).await;
             }
         }
     };

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -754,15 +754,25 @@ async fn queue_state(channel: &Channel, queue: &str) -> (u32, u32) {
     (q.consumer_count(), q.message_count())
 }
 
-/// Publishes `n` messages with ids `<prefix>-00000`… to the default exchange, routed to `queue`.
+/// Publishes `n` messages with ids `<prefix>-00000`… to the default exchange, routed to
+/// `queue`, and returns once the broker confirmed every one: a test that then counts the
+/// queue finds all of them there or beyond. (lapin queues message bodies behind later
+/// methods, so without the confirms a `queue.declare` sent next can overtake them.)
 async fn fill(channel: &Channel, queue: &str, prefix: &str, n: usize) -> Vec<String> {
+    channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms on");
     let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:05}")).collect();
+    let mut confirms = Vec::with_capacity(n);
     for id in &ids {
         let properties = BasicProperties::default().with_message_id(short(id)).with_delivery_mode(2);
-        channel
-            .basic_publish(short(""), short(queue), BasicPublishOptions::default(), id.as_bytes(), properties)
-            .await
-            .expect("published");
+        confirms.push(
+            channel
+                .basic_publish(short(""), short(queue), BasicPublishOptions::default(), id.as_bytes(), properties)
+                .await
+                .expect("published"),
+        );
+    }
+    for confirm in confirms {
+        assert!(confirm.await.expect("a confirm").is_ack(), "the broker took every message");
     }
     ids
 }

@@ -121,13 +121,17 @@ pub trait Broker {
     fn endpoint(&self, proxy: SocketAddr) -> String;
 
     /// The payloads that reached the broker since the last call, read with the broker's
-    /// own client on the broker's own address.
+    /// own client on the broker's own address, for at most [`READ_FOR`]: the poster
+    /// goes on all along, so "until nothing more comes" might never end.
     fn arrived(&mut self) -> impl Future<Output = Vec<Vec<u8>>>;
 }
 
 /// How long the endpoint may take to notice a fault, or the end of one: generous, since
 /// it is only there to end a test that would otherwise hang.
 const NOTICE: Duration = Duration::from_secs(30);
+
+/// How long one [`Broker::arrived`] reads; what comes later is read by the next call.
+pub const READ_FOR: Duration = Duration::from_millis(200);
 
 /// How long the black hole lasts.
 const BLACK_HOLE: Duration = Duration::from_secs(30);
@@ -247,6 +251,18 @@ async fn await_arrived(
         assert!(Instant::now() < deadline, "{what}: not at the broker within {NOTICE:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The longest a scenario may take, from the proxy's creation to the last check: each wait
+/// in it has a bound of its own, and this one ends a test that hangs anyway, so that a
+/// hang fails this test rather than the whole run.
+const SCENARIO: Duration = Duration::from_secs(300);
+
+/// Runs `scenario`, failing it after [`SCENARIO`].
+pub async fn bounded(scenario: impl Future<Output = ()>) {
+    tokio::time::timeout(SCENARIO, scenario)
+        .await
+        .unwrap_or_else(|_| panic!("the scenario did not end within {SCENARIO:?}"));
 }
 
 fn is_2xx(status: u16) -> bool {
