@@ -65,9 +65,14 @@ FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 3
 FUZZ := CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) cargo +nightly fuzz
 FUZZ_BUILD := --sanitizer none
+## cargo-fuzz, pinned, built once into the cache (a new machine has no ~/.cargo/bin of ours).
+CARGO_FUZZ_VERSION := 0.13.2
+TOOLS := $(CACHE)/tools
+export PATH := $(TOOLS)/bin:$(PATH)
 
 fuzz-setup:
-	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+	@$(TOOLS)/bin/cargo-fuzz --version 2>/dev/null | grep -qx 'cargo-fuzz $(CARGO_FUZZ_VERSION)' || \
+		cargo install --locked --root $(TOOLS) --version $(CARGO_FUZZ_VERSION) cargo-fuzz
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 
 ## The committed corpus seeds each run and stays as it is; what a run adds is kept in the cache.
