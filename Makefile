@@ -24,9 +24,12 @@ setup:
 build: setup
 	cargo build --release --locked -p mediation-host --bin mediation-host
 
+## Formatting, clippy, and the module layers: no two of the host's top-level modules may
+## import each other, even through others (tests/layers.rs names the imports that would).
 lint: setup
 	cargo fmt --all --check
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
+	cargo test --release --locked -p mediation-host --test layers
 
 unit: setup brokers
 	cargo test --release --locked --workspace

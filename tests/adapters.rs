@@ -5,12 +5,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use mediation_host::adapter::{
-    AdapterError, AdapterRuntime, AdapterSource, BUILTIN_NAMES, Direction, Role, route_context,
-};
+use mediation_host::adapter::{AdapterError, AdapterRuntime, AdapterSource, BUILTIN_NAMES, Role, route_context};
 use mediation_host::config::AdapterRuntimeConfig;
 use mediation_host::event::{Event, Header};
 use mediation_host::routing::ComponentId;
+use mediation_host::routing::Direction;
 
 fn runtime() -> AdapterRuntime {
     let config = AdapterRuntimeConfig { call_timeout_ms: 200, memory_limit_bytes: 16 << 20, ..Default::default() };

@@ -1294,7 +1294,7 @@ async fn http_post_refuses_an_adapter_that_cannot_decode_at_startup() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join("config.toml");
     std::fs::write(&path, format!("{}{toml}", support::PORTS)).expect("config written");
-    let config = mediation_host::config::Config::load(&path).expect("a valid file");
+    let config = mediation_host::host::Config::load(&path).expect("a valid file");
     let error = mediation_host::host::Host::start(config, mediation_host::packet_log::Sink::Discard)
         .await
         .expect_err("the host refuses to start");

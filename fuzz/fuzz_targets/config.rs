@@ -1,4 +1,4 @@
-//! The configuration loader (`mediation_host::config`): `Config::parse`, the function
+//! The configuration loader (`mediation_host::host::Config`): `Config::parse`, the function
 //! `Config::load` runs on a file's text. The input is the file.
 //!
 //! Asserts that any text is either accepted or refused with at least one problem,
@@ -13,7 +13,9 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use mediation_host::adapter::AdapterSource;
-use mediation_host::config::{Component, Config, ConfigError, Problems};
+use mediation_host::component::Component;
+use mediation_host::config::{ConfigError, Problems};
+use mediation_host::host::Config;
 
 /// Where the configuration file would be; relative adapter paths resolve against it.
 const BASE: &str = "/etc/mediation-host";

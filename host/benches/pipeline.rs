@@ -25,16 +25,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion};
 use mediation_adapter_sdk::{Batch, BatchBuilder};
-use mediation_host::adapter::{
-    Adapter, AdapterRuntime, AdapterSource, Direction, Role, encode_events, from_item, route_context,
-};
+use mediation_host::adapter::{Adapter, AdapterRuntime, AdapterSource, Role, encode_events, from_item, route_context};
 use mediation_host::bus::Bus;
-use mediation_host::config::{AdapterRuntimeConfig, BusConfig, PacketLogConfig, RouteConfig, Side};
+use mediation_host::config::{AdapterRuntimeConfig, BusConfig, PacketLogConfig};
 use mediation_host::event::{Event, Header, Text};
 use mediation_host::metrics::Outcome;
 use mediation_host::packet_log::{Packet, PacketLog, Sink};
 use mediation_host::pipeline::{Pipeline, Recorder, TargetReceiver};
-use mediation_host::routing::{ComponentId, Components, Route, RouteTable, Routes};
+use mediation_host::routing::{ComponentId, Components, Direction, Route, RouteConfig, RouteTable, Routes, Side};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -474,7 +472,7 @@ fn packet_log_benches(c: &mut Criterion) {
         index: 0,
         source: ComponentId(0),
         target: ComponentId(1),
-        direction: mediation_host::routing::Direction::Upstream,
+        direction: Direction::Upstream,
         label: Arc::from("ingest->orders"),
         stats: Arc::default(),
     };

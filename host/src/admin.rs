@@ -2,93 +2,19 @@
 //! is up and no adapter keeps failing) and `/metrics` (Prometheus text format).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use hyper::{Method, StatusCode};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapter::Adapter;
-use crate::bus::{Bus, Pressure};
+use crate::bus::Bus;
 use crate::metrics::{Exposition, Outcome, label};
 use crate::pipeline::Recorder;
+use crate::readiness::Readiness;
 use crate::routing::Routes;
 use crate::server::{self, Handler, respond};
-
-/// What `/readyz` checks.
-#[derive(Debug, Default)]
-pub struct Readiness {
-    /// Set once every component started and every listener is bound.
-    started: AtomicBool,
-    /// Set when shutdown begins, so that Envoy stops sending new traffic.
-    stopping: AtomicBool,
-    /// Components that said they are not ready, with why (a broker down, say).
-    down: Mutex<Vec<(String, String)>>,
-    /// Every loaded adapter, checked for repeated failures.
-    adapters: Mutex<Vec<Adapter>>,
-    /// The bus, which is not ready while it refuses publishers as busy.
-    bus: OnceLock<Arc<Pressure>>,
-}
-
-impl Readiness {
-    /// Marks startup complete.
-    pub fn set_started(&self) {
-        self.started.store(true, Ordering::Release);
-    }
-
-    /// Marks shutdown begun.
-    pub fn set_stopping(&self) {
-        self.stopping.store(true, Ordering::Release);
-    }
-
-    /// Watches one more adapter.
-    pub fn watch_adapter(&self, adapter: Adapter) {
-        self.adapters.lock().unwrap_or_else(PoisonError::into_inner).push(adapter);
-    }
-
-    /// Watches the bus for refused publishers.
-    pub fn watch_bus(&self, pressure: Arc<Pressure>) {
-        let _ = self.bus.set(pressure);
-    }
-
-    /// Reports component `name` down because of `reason`, or up again with `None`.
-    pub fn report(&self, name: &str, reason: Option<String>) {
-        let mut down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
-        down.retain(|(n, _)| n != name);
-        if let Some(reason) = reason {
-            down.push((name.to_owned(), reason));
-        }
-    }
-
-    /// Every reason the host is not ready; empty when it is.
-    #[must_use]
-    pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if !self.started.load(Ordering::Acquire) {
-            problems.push(String::from("starting"));
-        }
-        if self.stopping.load(Ordering::Acquire) {
-            problems.push(String::from("shutting down"));
-        }
-        if self.bus.get().is_some_and(|bus| bus.busy()) {
-            problems.push(String::from("the event bus is full: publishers are refused as busy"));
-        }
-        for (name, reason) in self.down.lock().unwrap_or_else(PoisonError::into_inner).iter() {
-            problems.push(format!("{name}: {reason}"));
-        }
-        for adapter in self.adapters.lock().unwrap_or_else(PoisonError::into_inner).iter() {
-            if adapter.is_failing() {
-                problems.push(format!("{}: adapter keeps failing", adapter.name()));
-            }
-        }
-        problems
-    }
-
-    fn adapters(&self) -> Vec<Adapter> {
-        self.adapters.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-}
 
 /// What the admin handlers read.
 #[derive(Debug, Clone)]

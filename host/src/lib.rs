@@ -9,6 +9,7 @@
 pub mod adapter;
 pub mod admin;
 pub mod bus;
+pub mod component;
 pub mod config;
 pub mod endpoints;
 pub mod entrypoints;
@@ -17,6 +18,7 @@ pub mod host;
 pub mod metrics;
 pub mod packet_log;
 pub mod pipeline;
+pub mod readiness;
 pub mod reload;
 pub mod routing;
 pub mod server;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use mediation_host::config::{Config, ConfigError, LogFormat};
+use mediation_host::config::{ConfigError, LogFormat};
+use mediation_host::host::Config;
 use mediation_host::host::Host;
 use mediation_host::packet_log::Sink;
 use mediation_host::reload;

@@ -18,7 +18,7 @@ use crate::adapter::{self, Adapter};
 use crate::event::{Ack, DeliveryError, Event, EventKind};
 use crate::metrics::{ComponentStats, Outcome};
 use crate::packet_log::{Packet, PacketLog};
-use crate::routing::{ComponentId, Components, Route, RouteTable, Routes};
+use crate::routing::{ComponentId, Components, Direction, Route, RouteTable, Routes};
 
 /// Events a worker takes from its shard at once. Bounds the time one route snapshot
 /// is held and how many packet lines are written per flush.
@@ -132,7 +132,7 @@ impl Recorder {
     pub fn map_deliveries(
         &self,
         adapter: &Adapter,
-        direction: adapter::Direction,
+        direction: Direction,
         ctx: &adapter::CallContext,
         route: &Route,
         events: Vec<Event>,
@@ -347,9 +347,10 @@ impl PipelineHandOff {
 mod tests {
     use super::*;
     use crate::bus::Bus;
-    use crate::config::{BusConfig, PacketLogConfig, RouteConfig, Side};
+    use crate::config::{BusConfig, PacketLogConfig};
     use crate::event::Ack;
     use crate::packet_log::Sink;
+    use crate::routing::{RouteConfig, Side};
     use bytes::Bytes;
     use std::sync::Mutex;
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use tokio::signal::unix::Signal;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::host::Config;
 use crate::host::Host;
 
 /// Watches `path` (every `poll` when not zero) and SIGHUP until `stop`, reloading the

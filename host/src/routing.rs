@@ -11,8 +11,29 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde::Deserialize;
 
-use crate::config::{Config, RouteConfig, Side};
 use crate::metrics::RouteStats;
+
+/// Which side a named component is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// A client-facing entrypoint.
+    Entrypoint,
+    /// A broker-facing endpoint.
+    Endpoint,
+}
+
+/// `[[routes]]`: events from `source` go to `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The entrypoint or endpoint events come from.
+    pub source: String,
+    /// The endpoint or entrypoint they go to.
+    pub target: String,
+    /// Optional; when given it must agree with the kinds: entrypoint to endpoint is
+    /// upstream, endpoint to entrypoint is downstream.
+    pub direction: Option<Direction>,
+}
 
 /// A component's index in [`Components`]; stable for the life of the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,19 +56,6 @@ pub struct Components {
 }
 
 impl Components {
-    /// Every component of `config`: entrypoints first, then endpoints, each by name.
-    #[must_use]
-    pub fn from_config(config: &Config) -> Self {
-        let mut components = Self::default();
-        for name in config.entrypoints.keys() {
-            components.add(name, Side::Entrypoint);
-        }
-        for name in config.endpoints.keys() {
-            components.add(name, Side::Endpoint);
-        }
-        components
-    }
-
     /// Registers a component and returns its id.
     pub fn add(&mut self, name: &str, side: Side) -> ComponentId {
         self.names.push(Arc::from(name));

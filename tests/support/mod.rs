@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
-use mediation_host::config::Config;
+use mediation_host::host::Config;
 use mediation_host::host::Host;
 use mediation_host::packet_log::Sink;
 use tokio::net::TcpStream;

@@ -5,8 +5,9 @@
 use bytes::Bytes;
 use mediation_adapter_sdk::layout::{Batch, BatchBuilder, Kind};
 
-use super::{Adapter, AdapterError, CallContext, Direction, ItemError};
+use super::{Adapter, AdapterError, CallContext, ItemError};
 use crate::event::{Event, EventId, Header, Text};
+use crate::routing::Direction;
 
 /// Writes `events` into `out` in order.
 pub fn encode_events<'a>(events: impl IntoIterator<Item = &'a Event>, out: &mut BatchBuilder) {

@@ -22,6 +22,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
 use crate::config::{AdapterRuntimeConfig, Problems};
+use crate::routing::Direction;
 
 pub use batch::{Mapped, encode_events, from_item, parse_output};
 pub use bindings::mediation::adapter::types::{CallContext, Directions, ErrorKind, Info, ItemError, Role, Session};
@@ -155,15 +156,6 @@ impl AdapterError {
             Self::InvalidOutput { .. } => "invalid_output",
         }
     }
-}
-
-/// Which mapping function a call goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Client to broker: entrypoint decode, endpoint to-records.
-    Upstream,
-    /// Broker to client: endpoint from-records, entrypoint encode.
-    Downstream,
 }
 
 /// What a guest's store holds: the sandbox's WASI state and the limits.

@@ -4,7 +4,7 @@
 use super::Problems;
 
 /// Expands every string in `table`, recording a problem for each missing variable.
-pub(super) fn expand_table(
+pub(crate) fn expand_table(
     table: &mut toml::Table,
     path: &str,
     env: &dyn Fn(&str) -> Option<String>,

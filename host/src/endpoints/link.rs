@@ -10,9 +10,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::admin::Readiness;
+use crate::component::ComponentContext;
 use crate::event::DeliveryError;
-use crate::host::ComponentContext;
+use crate::readiness::Readiness;
 
 /// How one served connection ended.
 #[derive(Debug)]

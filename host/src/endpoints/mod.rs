@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::adapter::AdapterSource;
-use crate::config::{Component, Problems};
+use crate::component::Component;
+use crate::config::Problems;
 
 /// How the replicas of a host (instances with the same configuration) consume a
 /// broker endpoint. Each endpoint documents how its broker does it.

@@ -30,8 +30,8 @@ use super::amqp::{self, AmqpConfig};
 use super::mqtt::{self, MqttConfig};
 use super::tls::TlsFiles;
 use crate::adapter::AdapterSource;
+use crate::component::{ComponentContext, StartError};
 use crate::config::{Problems, Secret};
-use crate::host::{ComponentContext, StartError};
 use crate::pipeline::TargetSender;
 
 /// Starts the transport's endpoint with the translated settings.
@@ -364,7 +364,7 @@ mod tests {
     /// The problems of `[endpoints.s]` with `fields`, found the way the host finds them.
     fn problems(fields: &str) -> Vec<String> {
         let text = format!("[endpoints.s]\ntype = \"solace\"\n{fields}");
-        match crate::config::Config::parse(&text, std::path::Path::new("/nonexistent"), &|_| None) {
+        match crate::host::Config::parse(&text, std::path::Path::new("/nonexistent"), &|_| None) {
             Ok(_) => Vec::new(),
             Err(e) => e.problems.iter().map(ToString::to_string).collect(),
         }

@@ -8,10 +8,11 @@
 
 use std::time::Duration;
 
-use crate::adapter::{self, Adapter, Direction};
+use crate::adapter::{self, Adapter};
 use crate::bus::BusError;
+use crate::component::ComponentContext;
 use crate::event::{Ack, DeliveryError, Event};
-use crate::host::ComponentContext;
+use crate::routing::Direction;
 
 /// The pause before messages whose events failed are redelivered, so that
 /// redelivery does not spin while a target stays busy or down.

@@ -10,10 +10,10 @@ use futures_util::future::{BoxFuture, FutureExt, join_all};
 use futures_util::stream::FuturesOrdered;
 
 use crate::adapter::{self, Adapter};
+use crate::component::ComponentContext;
 use crate::event::{DeliveryError, Event};
-use crate::host::ComponentContext;
 use crate::pipeline::{Delivery, TargetReceiver, runs_by_route};
-use crate::routing::Route;
+use crate::routing::{Direction, Route};
 
 /// One record on its way to the broker.
 #[derive(Debug)]
@@ -55,8 +55,7 @@ impl Batches {
         let mut pending = Vec::with_capacity(self.batch.len());
         for (route, events) in runs_by_route(&mut self.batch) {
             let call = adapter::route_context(route.index);
-            let records =
-                ctx.recorder.map_deliveries(adapter, adapter::Direction::Upstream, &call, &route, events, log);
+            let records = ctx.recorder.map_deliveries(adapter, Direction::Upstream, &call, &route, events, log);
             for record in records {
                 // The body, as brokers and their clients count a message's size limit.
                 let size = record.payload.len();

@@ -21,7 +21,7 @@ use crate::adapter::{self, Adapter};
 use crate::config::Problems;
 use crate::event::{Event, Header, Text};
 use crate::pipeline::{Recorder, TargetReceiver, runs_by_route};
-use crate::routing::ComponentId;
+use crate::routing::{ComponentId, Direction};
 
 /// The event header that targets an event at one client (request/reply): only the
 /// client whose id equals its value receives it.
@@ -368,7 +368,7 @@ impl Hub {
                 let sources: Vec<Source> = events.iter().map(Source::of).collect();
                 let frames = recorder.map_deliveries(
                     &adapter,
-                    adapter::Direction::Downstream,
+                    Direction::Downstream,
                     &adapter::route_context(route.index),
                     &route,
                     events,
@@ -532,7 +532,7 @@ mod tests {
 
     fn hub(messages: usize, bytes: usize) -> Hub {
         let mut components = crate::routing::Components::default();
-        components.add("feed", crate::config::Side::Entrypoint);
+        components.add("feed", crate::routing::Side::Entrypoint);
         let log = Arc::new(crate::packet_log::PacketLog::new(
             &crate::config::PacketLogConfig::default(),
             crate::packet_log::Sink::Discard,

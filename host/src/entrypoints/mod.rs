@@ -24,8 +24,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::adapter::{self, Adapter, AdapterSource};
-use crate::config::{Component, Config, Problems};
-use crate::host::{ComponentContext, StartError};
+use crate::component::Component;
+use crate::component::{ComponentContext, StartError};
+use crate::config::{HostConfig, Problems};
 use crate::pipeline::TargetSender;
 use crate::server::{self, Body, Handler, json_error};
 
@@ -386,15 +387,16 @@ fn with_origin_policy(entrypoint: &Entrypoint, methods: &'static str, handler: H
 /// # Errors
 /// When an adapter cannot be loaded or a listener cannot bind.
 pub async fn start(
-    config: &Config,
+    entrypoints: &BTreeMap<String, EntrypointConfig>,
+    host: &HostConfig,
     context: &dyn Fn(&str) -> ComponentContext,
     targets: &mut [Option<TargetSender>],
     hubs: &mut JoinSet<()>,
     listeners: &mut JoinSet<()>,
 ) -> Result<Option<SocketAddr>, StartError> {
     let mut by_listener: BTreeMap<Option<u16>, BTreeMap<String, Handler>> = BTreeMap::new();
-    let body_budget = Arc::new(Semaphore::new(config.host.body_memory_bytes.min(Semaphore::MAX_PERMITS)));
-    for (name, e) in &config.entrypoints {
+    let body_budget = Arc::new(Semaphore::new(host.body_memory_bytes.min(Semaphore::MAX_PERMITS)));
+    for (name, e) in entrypoints {
         let ctx = context(name);
         let adapter =
             ctx.adapters.load(name, &e.adapter_source(), adapter::Role::Entrypoint, &e.common.adapter_settings)?;
@@ -434,7 +436,7 @@ pub async fn start(
     }
     let mut shared_addr = None;
     for (port, routes) in by_listener {
-        let addr = port.map_or(config.host.listen, |p| SocketAddr::new(config.host.listen.ip(), p));
+        let addr = port.map_or(host.listen, |p| SocketAddr::new(host.listen.ip(), p));
         let what = || format!("entrypoints {}", routes.keys().cloned().collect::<Vec<_>>().join(", "));
         let listener = server::bind(addr).await.map_err(|source| StartError::Listen { addr, what: what(), source })?;
         let bound = listener.local_addr().map_err(|source| StartError::Listen { addr, what: what(), source })?;
@@ -444,10 +446,10 @@ pub async fn start(
         tracing::info!(%bound, paths = ?routes.keys().collect::<Vec<_>>(), "entrypoint listener bound");
         let shutdown = context("").shutdown.accept;
         let limits = server::Limits {
-            max_connections: config.entrypoints.values().map(|e| e.common.max_connections).sum(),
-            header_read_timeout: std::time::Duration::from_millis(config.host.header_read_timeout_ms),
-            max_header_bytes: config.host.max_header_bytes,
-            send_timeout: std::time::Duration::from_millis(config.host.send_timeout_ms),
+            max_connections: entrypoints.values().map(|e| e.common.max_connections).sum(),
+            header_read_timeout: std::time::Duration::from_millis(host.header_read_timeout_ms),
+            max_header_bytes: host.max_header_bytes,
+            send_timeout: std::time::Duration::from_millis(host.send_timeout_ms),
             write_timeouts: context("").recorder.write_timeouts(),
         };
         server::spawn(listener, by_path(routes), limits, shutdown, listeners);

@@ -33,10 +33,11 @@ use tokio_tungstenite::tungstenite::{Error as WireError, Message, Utf8Bytes};
 use super::Entrypoint;
 use super::hub::{Feed, Filter, Next, Resume, SlowConsumer};
 use super::request::{filter_from_query, ordering_key, parse_cursor, session};
-use crate::adapter::{self, CallContext, ErrorKind, Session};
+use crate::adapter::{CallContext, ErrorKind, Session};
 use crate::bus::BusError;
 use crate::config::Problems;
 use crate::event::{Ack, AckReceiver, Event, EventKind, Text};
+use crate::routing::Direction;
 use crate::server::{Body, Handler, json_error, respond};
 
 /// The socket read buffer per connection (tungstenite's default is 128 KiB).
@@ -338,7 +339,7 @@ impl Connection {
         let mapped = self
             .entrypoint
             .adapter
-            .map(adapter::Direction::Upstream, &self.call, frames)
+            .map(Direction::Upstream, &self.call, frames)
             .map_err(|(_, e)| (CloseCode::Error, e.to_string()))?;
         if let Some((_, error)) = mapped.refused.into_iter().next() {
             let code = match error.kind {

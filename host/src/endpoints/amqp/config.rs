@@ -400,7 +400,7 @@ mod tests {
     /// The problems of `[endpoints.jms]` with `fields`, found the way the host finds them.
     fn problems(fields: &str) -> Vec<String> {
         let text = format!("[endpoints.jms]\ntype = \"amqp\"\n{fields}");
-        match crate::config::Config::parse(&text, std::path::Path::new("/nonexistent"), &|_| None) {
+        match crate::host::Config::parse(&text, std::path::Path::new("/nonexistent"), &|_| None) {
             Ok(_) => Vec::new(),
             Err(e) => e.problems.iter().map(ToString::to_string).collect(),
         }
@@ -418,7 +418,7 @@ mod tests {
         let settings = config.adapter_settings();
         assert_eq!(settings.get("queue_prefix").map(String::as_str), Some("queue://"));
         let jms = "[endpoints.j]\ntype = \"jms\"\nurl = \"amqp://h\"";
-        let parsed = crate::config::Config::parse(jms, std::path::Path::new("/nonexistent"), &|_| None);
+        let parsed = crate::host::Config::parse(jms, std::path::Path::new("/nonexistent"), &|_| None);
         assert!(parsed.is_ok(), "`jms` is an alias of `amqp`");
     }
 

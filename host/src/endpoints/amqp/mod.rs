@@ -50,8 +50,8 @@ pub use config::{AmqpConfig, DeliveryMode, parse_url};
 use crate::endpoints::ConsumerMode;
 
 use crate::adapter::{self, Adapter};
+use crate::component::{ComponentContext, StartError};
 use crate::endpoints::link::{self, Ended, Health};
-use crate::host::{ComponentContext, StartError};
 use crate::pipeline::TargetSender;
 
 /// How often a connected session checks whether routes from the endpoint changed.

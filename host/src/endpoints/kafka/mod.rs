@@ -48,8 +48,8 @@ pub use config::{Acks, Compression, KafkaConfig, OffsetReset, SaslConfig, SaslMe
 use crate::endpoints::ConsumerMode;
 
 use crate::adapter::{self, Adapter};
+use crate::component::{ComponentContext, StartError};
 use crate::endpoints::link::{Backoff, Health};
-use crate::host::{ComponentContext, StartError};
 use crate::pipeline::TargetSender;
 
 /// How often a healthy endpoint proves with a metadata request that a broker answers.

@@ -18,10 +18,11 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 
 use crate::adapter::{self, Adapter, AdapterSource};
+use crate::component::ComponentContext;
 use crate::config::Problems;
 use crate::event::{DeliveryError, Event};
-use crate::host::ComponentContext;
 use crate::pipeline::{Delivery, Pipeline, TargetReceiver, TargetSender, runs_by_route};
+use crate::routing::Direction;
 
 /// `type = "memory"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -127,7 +128,7 @@ impl MemoryTopic {
                 None => events,
                 Some(adapter) => {
                     let ctx = adapter::route_context(route.index);
-                    self.ctx.recorder.map_deliveries(adapter, adapter::Direction::Upstream, &ctx, &route, events, log)
+                    self.ctx.recorder.map_deliveries(adapter, Direction::Upstream, &ctx, &route, events, log)
                 }
             };
             for mut event in events {

@@ -44,8 +44,8 @@ pub use config::{BrokerAddress, MqttConfig, check_filter, parse_url, qos};
 use publish::{Answer, Inflight};
 
 use crate::adapter::{self, Adapter};
+use crate::component::{ComponentContext, StartError};
 use crate::endpoints::link::{self, Ended, Health};
-use crate::host::{ComponentContext, StartError};
 use crate::pipeline::TargetSender;
 
 /// How often a connected session checks whether the routes still want it to consume.

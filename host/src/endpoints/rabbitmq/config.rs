@@ -253,7 +253,7 @@ mod tests {
     /// The problems of `[endpoints.rmq]` with `fields`, found the way the host finds them.
     fn problems(fields: &str) -> Vec<String> {
         let text = format!("[endpoints.rmq]\ntype = \"rabbitmq\"\n{fields}");
-        match crate::config::Config::parse(&text, std::path::Path::new("/nonexistent"), &|_| None) {
+        match crate::host::Config::parse(&text, std::path::Path::new("/nonexistent"), &|_| None) {
             Ok(_) => Vec::new(),
             Err(e) => e.problems.iter().map(ToString::to_string).collect(),
         }

@@ -44,9 +44,9 @@ use tracing::Instrument;
 pub use config::{RabbitMqConfig, load_tls, parse_url};
 
 use crate::adapter::{self, Adapter};
+use crate::component::{ComponentContext, StartError};
 use crate::endpoints::ConsumerMode;
 use crate::endpoints::link::{self, Ended, Health};
-use crate::host::{ComponentContext, StartError};
 use crate::pipeline::TargetSender;
 
 /// How often a connected session checks that its connection and channel are alive.

@@ -19,10 +19,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Entrypoint;
 use super::request::{ordering_key, session};
-use crate::adapter::{self, CallContext, ErrorKind, Session};
+use crate::adapter::{CallContext, ErrorKind, Session};
 use crate::bus::RunError;
 use crate::config::Problems;
 use crate::event::{Ack, DeliveryError, Event, EventId, Text};
+use crate::routing::Direction;
 use crate::server::{Body, Handler, json_error, respond};
 
 /// The longest `Idempotency-Key` accepted; brokers store it as a message id.
@@ -103,7 +104,7 @@ impl Ingest {
         let mapped = self
             .entrypoint
             .adapter
-            .map(adapter::Direction::Upstream, &ctx, vec![frame])
+            .map(Direction::Upstream, &ctx, vec![frame])
             .map_err(|(_, e)| Rejection::new(StatusCode::BAD_GATEWAY, "adapter_error", e.to_string()))?;
         if let Some((_, error)) = mapped.refused.into_iter().next() {
             let (status, code) = match error.kind {

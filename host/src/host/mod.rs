@@ -7,62 +7,22 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+mod file;
+
+pub use self::file::{Config, validate_reload};
+
 use crate::adapter::{AdapterError, AdapterRuntime, Role};
-use crate::admin::{self, Readiness};
+use crate::admin;
 use crate::bus::Bus;
-use crate::config::{self, Component, Config, ConfigError, HostConfig};
+use crate::component::{Component, ComponentContext, StartError};
+use crate::config::{ConfigError, Problem};
 use crate::endpoints::{self, EndpointConfig};
 use crate::entrypoints;
 use crate::packet_log::{PacketLog, Sink};
 use crate::pipeline::{Pipeline, PipelineHandOff, Recorder, TargetSender};
+use crate::readiness::Readiness;
 use crate::routing::{ComponentId, Components, RouteTable, Routes};
 use crate::shutdown::Shutdown;
-
-/// What every component gets from the host.
-#[derive(Debug, Clone)]
-pub struct ComponentContext {
-    /// The component's id, stamped on the events it publishes.
-    pub id: ComponentId,
-    /// Its configured name.
-    pub name: Arc<str>,
-    /// Where it publishes events.
-    pub bus: Bus,
-    /// The live routes.
-    pub routes: Arc<Routes>,
-    /// Where deliveries are recorded.
-    pub recorder: Arc<Recorder>,
-    /// Loads its adapter.
-    pub adapters: AdapterRuntime,
-    /// The shutdown stages.
-    pub shutdown: Shutdown,
-    /// Process-wide settings: limits, instance id.
-    pub host: Arc<HostConfig>,
-    /// Where it reports whether it is ready.
-    pub readiness: Arc<Readiness>,
-    /// The pipeline, for a component that delivers its own events.
-    pub pipeline: PipelineHandOff,
-}
-
-/// Why the host did not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// An adapter could not be loaded.
-    #[error(transparent)]
-    Adapter(#[from] AdapterError),
-    /// A listener could not bind.
-    #[error("cannot listen on {addr} for {what}: {source}")]
-    Listen {
-        /// The address.
-        addr: SocketAddr,
-        /// Which listener.
-        what: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The WebAssembly runtime or the route table could not be set up.
-    #[error("cannot start: {0}")]
-    Runtime(String),
-}
 
 /// Loads and configures every component's adapter the way [`Host::start`] does,
 /// without starting anything, so that `check` refuses what `run` would refuse: a file
@@ -73,7 +33,7 @@ pub enum StartError {
 pub fn check_adapters(config: &Config) -> Result<(), ConfigError> {
     let runtime = AdapterRuntime::new(&config.adapters).map_err(|e| ConfigError {
         file: None,
-        problems: vec![config::Problem { path: String::from("adapters"), message: e.to_string() }],
+        problems: vec![Problem { path: String::from("adapters"), message: e.to_string() }],
     })?;
     let mut problems = Vec::new();
     for (name, e) in &config.entrypoints {
@@ -86,7 +46,7 @@ pub fn check_adapters(config: &Config) -> Result<(), ConfigError> {
             })
         });
         if let Err(e) = loaded {
-            problems.push(config::Problem { path: format!("entrypoints.{name}.adapter"), message: e.to_string() });
+            problems.push(Problem { path: format!("entrypoints.{name}.adapter"), message: e.to_string() });
         }
     }
     for (name, e) in &config.endpoints {
@@ -97,7 +57,7 @@ pub fn check_adapters(config: &Config) -> Result<(), ConfigError> {
             None => Ok(()),
         });
         if let Err(message) = loaded {
-            problems.push(config::Problem { path: format!("endpoints.{name}.adapter"), message });
+            problems.push(Problem { path: format!("endpoints.{name}.adapter"), message });
         }
     }
     if problems.is_empty() { Ok(()) } else { Err(ConfigError { file: None, problems }) }
@@ -138,7 +98,7 @@ impl Host {
     /// # Errors
     /// When an adapter cannot be loaded or a listener cannot bind.
     pub async fn start(config: Config, sink: Sink) -> Result<Self, StartError> {
-        let components = Arc::new(Components::from_config(&config));
+        let components = Arc::new(config.components());
         let table = RouteTable::build(&components, &config.routes, None).map_err(|e| {
             // `Config::validate` refuses such routes with their paths first.
             StartError::Runtime(format!("routes: {e}"))
@@ -189,8 +149,15 @@ impl Host {
             });
         }
         let mut listeners = JoinSet::new();
-        let listen_addr =
-            entrypoints::start(&config, &context, &mut targets_by_id, &mut targets, &mut listeners).await?;
+        let listen_addr = entrypoints::start(
+            &config.entrypoints,
+            &config.host,
+            &context,
+            &mut targets_by_id,
+            &mut targets,
+            &mut listeners,
+        )
+        .await?;
 
         let pipeline = Pipeline::new(
             Arc::clone(&routes),
@@ -268,7 +235,7 @@ impl Host {
     /// # Errors
     /// The problems in the new routes; the running routes stay.
     pub fn reload_routes(&self, new: &Config) -> Result<usize, ConfigError> {
-        config::validate_reload(&self.config, &new.routes)?;
+        validate_reload(&self.config, &new.routes)?;
         let kinds = |c: &Config| -> Vec<(String, &'static str)> {
             let entrypoints = c.entrypoints.iter().map(|(n, e)| (n.clone(), e.type_name()));
             entrypoints.chain(c.endpoints.iter().map(|(n, e)| (n.clone(), e.type_name()))).collect()
@@ -280,7 +247,7 @@ impl Host {
                 "the entrypoints and endpoints differ from the running ones (names or types); \
                  they change only at a restart, so the reload is refused",
             );
-            return Err(ConfigError { file: None, problems: vec![config::Problem { path: String::new(), message }] });
+            return Err(ConfigError { file: None, problems: vec![Problem { path: String::new(), message }] });
         }
         if format!("{:?}{:?}", self.config.entrypoints, self.config.endpoints)
             != format!("{:?}{:?}", new.entrypoints, new.endpoints)
@@ -289,7 +256,7 @@ impl Host {
         }
         let previous = self.routes.snapshot();
         let table = RouteTable::build(&self.components, &new.routes, Some(&previous)).map_err(|message| {
-            ConfigError { file: None, problems: vec![config::Problem { path: String::from("routes"), message }] }
+            ConfigError { file: None, problems: vec![Problem { path: String::from("routes"), message }] }
         })?;
         self.routes.replace(table);
         Ok(new.routes.len())
