@@ -1,9 +1,12 @@
 //! Client-facing components. Entrypoints share one listener and are told apart by
 //! `path`; one with a `port` of its own gets a dedicated listener.
 //!
-//! Each entrypoint type lives in its own folder and is selected by one variant of
-//! [`Kind`]. Entrypoints that serve events to clients (SSE, WebSocket, HTTP GET) are
-//! also targets: their [`hub::Hub`] takes deliveries from the pipeline.
+//! Each entrypoint type is a module of its own (`http_post`, `sse`, `websocket`,
+//! `http_get`), selected by a variant of [`Kind`]; `config` holds the settings every
+//! entrypoint has, `cors` the browser policy applied before any of them, and `request`
+//! the query and cursor parsing they share. Entrypoints that serve events to clients
+//! (SSE, WebSocket, HTTP GET) are also targets: their [`hub::Hub`] takes deliveries from
+//! the pipeline.
 
 pub mod http_get;
 pub mod http_post;
@@ -12,217 +15,27 @@ pub mod request;
 pub mod sse;
 pub mod websocket;
 
+mod config;
+mod cors;
+
+pub use config::{Common, EntrypointConfig, Kind, validate_paths};
+use cors::with_origin_policy;
+pub use cors::{Origins, refuse_origin};
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
-use serde::Deserialize;
-use serde::de::Error as _;
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::adapter::{self, Adapter, AdapterSource};
-use crate::component::Component;
+use crate::adapter::{self, Adapter};
 use crate::component::{ComponentContext, StartError};
-use crate::config::{HostConfig, Problems};
+use crate::config::HostConfig;
 use crate::pipeline::TargetSender;
 use crate::server::{self, Body, Handler, json_error};
-
-/// Settings every entrypoint has, whatever its type.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Common {
-    /// The request path, on the shared listener unless `port` is set.
-    pub path: String,
-    /// A dedicated port instead of the shared listener.
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// The entrypoint adapter; the type's builtin when unset.
-    #[serde(default)]
-    pub adapter: Option<AdapterSource>,
-    /// Settings passed to the adapter's `configure`.
-    #[serde(default)]
-    pub adapter_settings: BTreeMap<String, String>,
-    /// Browser origins allowed besides the page's own (`*` for any): WebSocket
-    /// handshakes are checked against it, and CORS answers follow it.
-    #[serde(default)]
-    pub allowed_origins: Vec<String>,
-    /// Open client connections (WebSocket, SSE) or concurrent requests at most;
-    /// beyond it clients get 503.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-    /// A WebSocket connection with no frame from the client (pongs included) for
-    /// this long is closed.
-    #[serde(default = "default_idle_timeout_ms")]
-    pub idle_timeout_ms: u64,
-    /// The replay ring of entrypoints that serve events.
-    #[serde(default)]
-    pub ring: Option<hub::RingConfig>,
-}
-
-const fn default_max_connections() -> usize {
-    10_000
-}
-
-const fn default_idle_timeout_ms() -> u64 {
-    120_000
-}
-
-/// The keys of [`Common`]; the rest of an entrypoint's table belongs to its type.
-const COMMON_KEYS: [&str; 8] =
-    ["path", "port", "adapter", "adapter_settings", "allowed_origins", "max_connections", "idle_timeout_ms", "ring"];
-
-/// The type-specific part, selected by `type`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Kind {
-    /// HTTP POST ingest: one request body becomes one event (or one per NDJSON line).
-    HttpPost(http_post::HttpPostConfig),
-    /// Server-Sent Events: a stream of events, resumable with `Last-Event-ID`.
-    Sse(sse::SseConfig),
-    /// WebSocket, both directions on one connection.
-    Websocket(websocket::WebSocketConfig),
-    /// HTTP GET polling with a cursor and long-polling.
-    HttpGet(http_get::HttpGetConfig),
-}
-
-/// `[entrypoints.<name>]`.
-#[derive(Debug, Clone)]
-pub struct EntrypointConfig {
-    /// What every entrypoint has.
-    pub common: Common,
-    /// What its type adds.
-    pub kind: Kind,
-}
-
-impl<'de> Deserialize<'de> for EntrypointConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut table = toml::Table::deserialize(deserializer)?;
-        let mut common = toml::Table::new();
-        for key in COMMON_KEYS {
-            if let Some(value) = table.remove(key) {
-                common.insert(key.to_owned(), value);
-            }
-        }
-        let common: Common = common.try_into().map_err(|e: toml::de::Error| D::Error::custom(e.message()))?;
-        let kind: Kind = table.try_into().map_err(|e: toml::de::Error| {
-            D::Error::custom(format!("{} (every entrypoint also takes {})", e.message(), COMMON_KEYS.join(", ")))
-        })?;
-        Ok(Self { common, kind })
-    }
-}
-
-impl EntrypointConfig {
-    /// The adapter reference, for path resolution.
-    pub fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
-        self.common.adapter.as_mut()
-    }
-
-    /// The adapter: configured, else the type's builtin.
-    #[must_use]
-    pub fn adapter_source(&self) -> AdapterSource {
-        self.common.adapter.clone().unwrap_or_else(|| AdapterSource::Builtin(self.builtin().to_owned()))
-    }
-
-    fn builtin(&self) -> &'static str {
-        match self.kind {
-            Kind::HttpPost(_) => "http-post",
-            Kind::Sse(_) => "sse",
-            Kind::Websocket(_) => "websocket",
-            Kind::HttpGet(_) => "http-get",
-        }
-    }
-
-    /// Checks that a loaded `adapter` can serve this entrypoint, at startup and in
-    /// `check`.
-    ///
-    /// # Errors
-    /// Why it cannot.
-    pub fn fit(&self, adapter: &Adapter) -> Result<(), String> {
-        // Client frames are decoded (upstream) by every type that takes them, and
-        // events are encoded (downstream) by every type that serves them.
-        let (needed, what) = match self.kind {
-            Kind::HttpPost(_) => (adapter::Directions::UPSTREAM, "decode request bodies (upstream)"),
-            Kind::Sse(_) | Kind::HttpGet(_) => (adapter::Directions::DOWNSTREAM, "encode events (downstream)"),
-            Kind::Websocket(_) => (adapter::Directions::all(), "decode messages and encode events (both directions)"),
-        };
-        if !adapter.maps(needed) {
-            return Err(format!("does not map what a {} entrypoint needs: it must {what}", self.type_name()));
-        }
-        if self.serves_events() && adapter.session_dependent() {
-            // The ring holds frames encoded once for every client; an encoding that
-            // differs per session would need the writers to encode, which they do not.
-            return Err(String::from(
-                "declares session-dependent output, which this host does not support on entrypoints that \
-                 serve events: frames are encoded once for all clients",
-            ));
-        }
-        Ok(())
-    }
-
-    /// True for the types that serve events to clients and so hold a ring.
-    #[must_use]
-    pub fn serves_events(&self) -> bool {
-        !matches!(self.kind, Kind::HttpPost(_))
-    }
-}
-
-impl Component for EntrypointConfig {
-    fn type_name(&self) -> &'static str {
-        match self.kind {
-            Kind::HttpPost(_) => "http_post",
-            Kind::Sse(_) => "sse",
-            Kind::Websocket(_) => "websocket",
-            Kind::HttpGet(_) => "http_get",
-        }
-    }
-
-    fn adapter(&self) -> Option<&AdapterSource> {
-        self.common.adapter.as_ref()
-    }
-
-    fn port(&self) -> Option<u16> {
-        self.common.port
-    }
-
-    fn validate(&self, path: &str, problems: &mut Problems) {
-        let c = &self.common;
-        problems.check(
-            c.path.starts_with('/') && !c.path.contains(['?', '#']),
-            format!("{path}.path"),
-            format!("`{}` must start with `/` and hold no query or fragment", c.path),
-        );
-        problems.check(c.max_connections > 0, format!("{path}.max_connections"), "must be at least 1");
-        problems.check(c.idle_timeout_ms > 0, format!("{path}.idle_timeout_ms"), "must be at least 1");
-        match (&c.ring, self.serves_events()) {
-            (Some(ring), true) => ring.validate(path, problems),
-            (Some(_), false) => problems.add(
-                format!("{path}.ring"),
-                "only entrypoints that serve events (sse, websocket, http_get) have a ring",
-            ),
-            (None, _) => {}
-        }
-        match &self.kind {
-            Kind::HttpPost(k) => k.validate(path, problems),
-            Kind::Sse(k) => k.validate(path, problems),
-            Kind::Websocket(k) => k.validate(path, problems),
-            Kind::HttpGet(k) => k.validate(path, problems),
-        }
-    }
-}
-
-/// Checks what spans entrypoints: two on one listener may not share a path.
-pub fn validate_paths(entrypoints: &BTreeMap<String, EntrypointConfig>, problems: &mut Problems) {
-    let mut seen: BTreeMap<(Option<u16>, &str), &str> = BTreeMap::new();
-    for (name, e) in entrypoints {
-        if let Some(other) = seen.insert((e.common.port, &e.common.path), name) {
-            problems
-                .add(format!("entrypoints.{name}.path"), format!("`{}` is already served by `{other}`", e.common.path));
-        }
-    }
-}
 
 /// What a transport gets: its wiring, settings, adapter, ring and limits.
 #[derive(Debug, Clone)]
@@ -282,103 +95,6 @@ impl Entrypoint {
     pub fn hub(&self) -> &Arc<hub::Hub> {
         self.hub.as_ref().expect("entrypoints that serve events are built with a hub")
     }
-}
-
-/// The origin policy of one entrypoint: requests without `Origin` (not from a
-/// browser) pass; a browser's request passes when it comes from the page's own origin
-/// (its host equals the `Host` header) or from one of `allowed_origins`.
-#[derive(Debug, Default)]
-pub struct Origins {
-    /// Allowed origins, exactly as browsers send them (`https://app.example.com`), or `*`.
-    allowed: Vec<String>,
-}
-
-impl Origins {
-    /// The policy for `allowed`.
-    #[must_use]
-    pub fn new(allowed: &[String]) -> Self {
-        Self { allowed: allowed.to_vec() }
-    }
-
-    /// `Ok(None)` for a request without `Origin`, `Ok(Some(origin))` for an allowed
-    /// browser origin (to echo in CORS answers).
-    ///
-    /// # Errors
-    /// The origin that is not allowed.
-    pub fn check(&self, headers: &HeaderMap) -> Result<Option<HeaderValue>, String> {
-        let Some(origin) = headers.get(header::ORIGIN) else { return Ok(None) };
-        let text = origin.to_str().unwrap_or_default();
-        let same_origin = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .is_some_and(|host| text.split_once("://").is_some_and(|(_, rest)| rest == host));
-        if same_origin || self.allowed.iter().any(|a| a == "*" || a == text) {
-            Ok(Some(origin.clone()))
-        } else {
-            Err(text.to_owned())
-        }
-    }
-
-    /// Adds the CORS headers for an allowed browser origin to `response`.
-    pub fn decorate(origin: Option<HeaderValue>, response: &mut Response<Body>) {
-        if let Some(origin) = origin {
-            let headers = response.headers_mut();
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            headers.insert(header::VARY, HeaderValue::from_static("origin"));
-            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after"));
-        }
-    }
-
-    /// The answer to a CORS preflight for an entrypoint serving `methods`.
-    #[must_use]
-    pub fn preflight(&self, request: &Request<hyper::body::Incoming>, methods: &'static str) -> Response<Body> {
-        match self.check(request.headers()) {
-            Ok(origin) => {
-                let mut response = server::respond(StatusCode::NO_CONTENT, "text/plain", "");
-                Self::decorate(origin, &mut response);
-                let headers = response.headers_mut();
-                headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(methods));
-                if let Some(asked) = request.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
-                    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
-                }
-                headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-                response
-            }
-            Err(origin) => refuse_origin(&origin),
-        }
-    }
-}
-
-/// 403 for a browser origin that is not allowed.
-#[must_use]
-pub fn refuse_origin(origin: &str) -> Response<Body> {
-    json_error(StatusCode::FORBIDDEN, "origin_not_allowed", &format!("origin `{origin}` is not in allowed_origins"))
-}
-
-/// Wraps a transport's handler with what every entrypoint does first: CORS
-/// preflights, the origin check, and the CORS headers on the answer.
-fn with_origin_policy(entrypoint: &Entrypoint, methods: &'static str, handler: Handler) -> Handler {
-    let origins = Arc::clone(&entrypoint.origins);
-    Arc::new(move |request, peer| {
-        if request.method() == Method::OPTIONS {
-            let response = origins.preflight(&request, methods);
-            return Box::pin(async move { response });
-        }
-        match origins.check(request.headers()) {
-            Err(origin) => {
-                let response = refuse_origin(&origin);
-                Box::pin(async move { response })
-            }
-            Ok(origin) => {
-                let answer = handler(request, peer);
-                Box::pin(async move {
-                    let mut response = answer.await;
-                    Origins::decorate(origin, &mut response);
-                    response
-                })
-            }
-        }
-    })
 }
 
 /// Starts every entrypoint, its hub and its listener. Returns the shared listener's
@@ -468,29 +184,4 @@ fn by_path(routes: BTreeMap<String, Handler>) -> Handler {
             Box::pin(async move { json_error(StatusCode::NOT_FOUND, "not_found", &message) })
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origins_pass_same_origin_and_listed_ones() {
-        let origins = Origins::new(&[String::from("https://app.example.com")]);
-        let headers = |pairs: &[(&'static str, &'static str)]| {
-            let mut h = HeaderMap::new();
-            for (k, v) in pairs {
-                h.insert(*k, HeaderValue::from_static(v));
-            }
-            h
-        };
-        assert_eq!(origins.check(&headers(&[])), Ok(None), "no Origin: not a browser");
-        assert!(origins.check(&headers(&[("origin", "http://gw:8080"), ("host", "gw:8080")])).is_ok(), "same origin");
-        assert!(origins.check(&headers(&[("origin", "https://app.example.com"), ("host", "gw")])).is_ok());
-        assert_eq!(
-            origins.check(&headers(&[("origin", "https://evil.example"), ("host", "gw")])),
-            Err(String::from("https://evil.example"))
-        );
-        assert!(Origins::new(&[String::from("*")]).check(&headers(&[("origin", "https://x"), ("host", "gw")])).is_ok());
-    }
 }
