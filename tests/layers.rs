@@ -46,13 +46,13 @@ fn imports(src: &Path) -> Edges {
         }
         let text = std::fs::read_to_string(&file).expect("readable source");
         let text = text.find("#[cfg(test)]\nmod ").map_or(text.as_str(), |end| &text[..end]);
-        for (n, line) in text.lines().enumerate() {
-            let code = line.split("//").next().unwrap_or_default();
-            for to in referenced(code) {
-                if to != from {
-                    let at = format!("{}:{}", relative.display(), n + 1);
-                    edges.entry((from.clone(), to)).or_default().push(at);
-                }
+        // Comments out, lines kept: a group that rustfmt wrapped over lines is read whole.
+        let code: Vec<&str> = text.lines().map(|line| line.split("//").next().unwrap_or_default()).collect();
+        let code = code.join("\n");
+        for (offset, to) in referenced(&code) {
+            if to != from {
+                let at = format!("{}:{}", relative.display(), code[..offset].matches('\n').count() + 1);
+                edges.entry((from.clone(), to)).or_default().push(at);
             }
         }
     }
@@ -79,26 +79,25 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The modules `crate::` paths on one line of code name: `crate::bus::Bus` names `bus`,
-/// `crate::{bus, config::X}` names `bus` and `config`.
-fn referenced(code: &str) -> Vec<String> {
+/// The modules `crate::` paths in `code` name, each with where it is written:
+/// `crate::bus::Bus` names `bus`, `crate::{bus, config::X}` names `bus` and `config`.
+fn referenced(code: &str) -> Vec<(usize, String)> {
     let mut names = Vec::new();
-    let mut rest = code;
-    while let Some(at) = rest.find("crate::") {
-        let after = &rest[at + "crate::".len()..];
-        if let Some(group) = after.strip_prefix('{') {
-            names.extend(group_heads(group));
-        } else {
-            names.push(identifier(after));
+    let mut searched = 0;
+    while let Some(found) = code[searched..].find("crate::") {
+        let at = searched + found + "crate::".len();
+        match code[at..].strip_prefix('{') {
+            Some(group) => names.extend(group_heads(group).into_iter().map(|(i, name)| (at + 1 + i, name))),
+            None => names.push((at, identifier(&code[at..]))),
         }
-        rest = after;
+        searched = at;
     }
-    names.retain(|n| !n.is_empty() && n != "self");
+    names.retain(|(_, n)| !n.is_empty() && n != "self");
     names
 }
 
-/// The first segment of each path in a `{a, b::c, d::{e, f}}` group (one line of it).
-fn group_heads(group: &str) -> Vec<String> {
+/// The first segment of each path in a `{a, b::c, d::{e, f}}` group, with its offset.
+fn group_heads(group: &str) -> Vec<(usize, String)> {
     let mut heads = Vec::new();
     let mut depth = 0;
     let mut expect_head = true;
@@ -109,7 +108,7 @@ fn group_heads(group: &str) -> Vec<String> {
             '}' => depth -= 1,
             ',' if depth == 0 => expect_head = true,
             c if expect_head && depth == 0 && (c.is_alphabetic() || c == '_') => {
-                heads.push(identifier(&group[i..]));
+                heads.push((i, identifier(&group[i..])));
                 expect_head = false;
             }
             _ => {}
@@ -184,14 +183,14 @@ fn components(edges: &Edges) -> Vec<Vec<String>> {
 }
 
 #[test]
-fn the_scan_reads_plain_grouped_and_nested_imports() {
-    assert_eq!(referenced("use crate::bus::Bus;"), ["bus"]);
-    assert_eq!(
-        referenced("use crate::{bus, config::{HostConfig, Problems}, routing::Side};"),
-        ["bus", "config", "routing"]
-    );
-    assert_eq!(referenced("let x = crate::metrics::label(a, crate::event::Id);"), ["metrics", "event"]);
-    assert_eq!(referenced("use crate::{self as me};"), Vec::<String>::new());
+fn the_scan_reads_plain_grouped_nested_and_wrapped_imports() {
+    let names = |code: &str| referenced(code).into_iter().map(|(_, name)| name).collect::<Vec<_>>();
+    assert_eq!(names("use crate::bus::Bus;"), ["bus"]);
+    assert_eq!(names("use crate::{bus, config::{HostConfig, Problems}, routing::Side};"), ["bus", "config", "routing"]);
+    assert_eq!(names("use crate::{\n    bus,\n    config::{\n        HostConfig,\n    },\n};"), ["bus", "config"]);
+    assert_eq!(names("let x = crate::metrics::label(a, crate::event::Id);"), ["metrics", "event"]);
+    assert_eq!(names("use crate::{self as me};"), Vec::<String>::new());
+    assert_eq!(referenced("use crate::{\n    bus,\n};"), [(17, String::from("bus"))], "where each is written");
 }
 
 #[test]
