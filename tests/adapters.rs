@@ -88,9 +88,8 @@ fn the_example_adapter_maps_each_event() {
     let adapter = runtime()
         .load("loud", &file(env!("MEDIATION_EXAMPLE_ADAPTER")), Role::Endpoint, &BTreeMap::new())
         .expect("loads");
-    let mapped = adapter
-        .map(Direction::Upstream, &route_context(0), vec![event("hello"), event("again")])
-        .expect("the call succeeds");
+    let mapped = adapter.map(Direction::Upstream, &route_context(0), vec![event("hello"), event("again")]);
+    assert!(mapped.failed.is_none(), "{:?}", mapped.failed);
     let payloads: Vec<_> = mapped.outputs.iter().map(|e| e.payload.clone()).collect();
     assert_eq!(payloads, vec![Bytes::from_static(b"HELLO"), Bytes::from_static(b"AGAIN")]);
     let headers: Vec<_> = mapped.outputs[0].headers.iter().map(|h| (h.name.to_string(), h.value.clone())).collect();
@@ -108,20 +107,25 @@ fn a_hostile_guest_fails_its_batch_and_the_next_call_is_served() {
     let adapter = runtime()
         .load("hostile", &file(env!("MEDIATION_MISBEHAVE_ADAPTER")), Role::Endpoint, &BTreeMap::new())
         .expect("loads");
-    let call = |payload: &'static str| adapter.map(Direction::Upstream, &route_context(0), vec![event(payload)]);
+    let call = |payload: &'static str| {
+        let mapped = adapter.map(Direction::Upstream, &route_context(0), vec![event(payload)]);
+        (mapped.outputs, mapped.failed)
+    };
 
-    let (inputs, e) = call("loop").expect_err("stopped");
+    let (_, failed) = call("loop");
+    let (inputs, e) = failed.expect("stopped");
     assert!(matches!(e, AdapterError::Timeout { timeout_ms: 200, .. }), "{e}");
     assert_eq!(inputs.len(), 1, "the input comes back to be failed or retried");
 
-    let (_, e) = call("panic").expect_err("trapped");
+    let (_, e) = call("panic").1.expect("trapped");
     assert!(matches!(e, AdapterError::Trap { .. }) && e.to_string().contains("asked to panic"), "{e}");
 
-    let (_, e) = call("oom").expect_err("capped");
+    let (_, e) = call("oom").1.expect("capped");
     assert!(matches!(e, AdapterError::OutOfMemory { limit_bytes, .. } if limit_bytes == 16 << 20), "{e}");
 
-    let fine = call("fine").expect("served after all of that");
-    assert_eq!(fine.outputs[0].payload, Bytes::from_static(b"fine"));
+    let (fine, failed) = call("fine");
+    assert!(failed.is_none(), "served after all of that: {failed:?}");
+    assert_eq!(fine[0].payload, Bytes::from_static(b"fine"));
 
     let stats = adapter.stats();
     let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
@@ -135,10 +139,50 @@ fn one_refused_item_fails_alone() {
         .expect("loads");
     let inputs = vec![event("a"), event("refuse"), event("c")];
     let ids: Vec<String> = inputs.iter().map(|e| e.id.to_string()).collect();
-    let mapped = adapter.map(Direction::Upstream, &route_context(0), inputs).expect("the call succeeds");
+    let mapped = adapter.map(Direction::Upstream, &route_context(0), inputs);
+    assert!(mapped.failed.is_none(), "{:?}", mapped.failed);
     let out: Vec<_> = mapped.outputs.iter().map(|e| (e.id.to_string(), e.payload.clone())).collect();
     assert_eq!(out, vec![(ids[0].clone(), Bytes::from_static(b"a")), (ids[2].clone(), Bytes::from_static(b"c"))]);
     assert_eq!(mapped.refused.len(), 1);
     assert_eq!(mapped.refused[0].0.id.to_string(), ids[1]);
     assert_eq!(mapped.refused[0].1.message, "refused on request");
+}
+
+#[test]
+fn a_burst_larger_than_one_call_is_mapped_in_several_calls_each_within_the_memory_cap() {
+    let adapter = runtime()
+        .load("loud", &file(env!("MEDIATION_EXAMPLE_ADAPTER")), Role::Endpoint, &BTreeMap::new())
+        .expect("loads");
+    // 24 MiB of events against a 16 MiB memory cap: as one call, the guest could not
+    // even hold its input.
+    let inputs: Vec<Event> =
+        (0..48).map(|n| Event::new(ComponentId(0), Bytes::from(format!("{n:03}").repeat(512 * 1024 / 3)))).collect();
+    let expected: Vec<Bytes> = inputs.iter().map(|e| Bytes::from(e.payload.to_ascii_uppercase())).collect();
+    let mapped = adapter.map(Direction::Upstream, &route_context(0), inputs);
+    assert!(mapped.failed.is_none(), "{:?}", mapped.failed.map(|(_, e)| e));
+    let payloads: Vec<Bytes> = mapped.outputs.iter().map(|e| e.payload.clone()).collect();
+    assert!(payloads == expected, "every event mapped, in order");
+    // Two events of 512 KiB and their overhead exceed the 1 MiB default: one per call.
+    let calls = adapter.stats().calls.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(calls, 48);
+}
+
+#[test]
+fn a_call_that_fails_returns_its_inputs_and_the_rest_and_keeps_what_came_before() {
+    let config = AdapterRuntimeConfig { max_call_bytes: 160, ..Default::default() };
+    let runtime = AdapterRuntime::new(&config).expect("runtime");
+    let adapter = runtime
+        .load("hostile", &file(env!("MEDIATION_MISBEHAVE_ADAPTER")), Role::Endpoint, &BTreeMap::new())
+        .expect("loads");
+    // Each event takes 74 to 78 bytes of input (payload, header, item overhead): two per call.
+    let inputs: Vec<Event> = ["a", "b", "c", "panic", "e", "f"].into_iter().map(event).collect();
+    let mapped = adapter.map(Direction::Upstream, &route_context(0), inputs);
+    let payloads: Vec<&[u8]> = mapped.outputs.iter().map(|e| &e.payload[..]).collect();
+    assert_eq!(payloads, [b"a", b"b"], "the first call's events were mapped");
+    let (unmapped, e) = mapped.failed.expect("the second call failed");
+    assert!(matches!(e, AdapterError::Trap { .. }), "{e}");
+    let unmapped: Vec<&[u8]> = unmapped.iter().map(|e| &e.payload[..]).collect();
+    assert_eq!(unmapped, [&b"c"[..], b"panic", b"e", b"f"], "its events and the rest come back, in order");
+    let calls = adapter.stats().calls.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(calls, 2, "nothing is mapped after a failed call");
 }

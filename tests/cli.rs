@@ -22,6 +22,9 @@ fn check_lists_every_problem_with_its_path() {
         r#"
         [bus]
         queue_capacity = 0
+        [adapters]
+        memory_limit_bytes = 2097152
+        max_call_bytes = 4194304
         [entrypoints.ingest]
         type = "http_post"
         path = "ingest"
@@ -41,8 +44,9 @@ fn check_lists_every_problem_with_its_path() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     for expected in [
-        "has 5 problem(s)",
+        "has 6 problem(s)",
         "bus.queue_capacity: must be at least 1",
+        "adapters.max_call_bytes: must be from 1 to memory_limit_bytes (2097152)",
         "entrypoints.ingest.path: `ingest` must start with `/`",
         "endpoints.ingest: duplicate name: `ingest` is also an entrypoint",
         "endpoints.queue.adapter_settings.password: environment variable `MEDIATION_TEST_UNSET_VARIABLE` is not set",

@@ -91,6 +91,13 @@ target = "poll"
     async fn start(&self) -> TestHost {
         TestHost::start(&self.toml()).await
     }
+
+    /// A host running this configuration whose adapter calls may take a minute: for a
+    /// test about what follows a large decode or a flood, where a call that a loaded
+    /// machine stretched past the default deadline would fail events the test counts.
+    async fn start_patient(&self) -> TestHost {
+        TestHost::start(&format!("[adapters]\ncall_timeout_ms = 60000\n{}", self.toml())).await
+    }
 }
 
 /// The WebSocket entrypoint setting for the JSON envelope protocol.
@@ -853,7 +860,7 @@ async fn flood_until_slow(t: &TestHost, reader: &mut WebSocket, component: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_client_that_stops_reading_is_let_go_with_1013_while_a_reader_gets_everything() {
-    let t = Chat { ws: &format!("{ENVELOPE}\nring = {{ messages = 4 }}"), ..Chat::default() }.start().await;
+    let t = Chat { ws: &format!("{ENVELOPE}\nring = {{ messages = 4 }}"), ..Chat::default() }.start_patient().await;
     let mut stalled = t.ws("/ws").await;
     let mut reader = t.ws("/ws").await;
     let published = flood_until_slow(&t, &mut reader, "ws").await;
@@ -888,7 +895,7 @@ async fn a_websocket_client_that_stops_reading_is_let_go_with_1013_while_a_reade
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sse_client_that_stops_reading_is_ended_and_resumes_after_a_gap_notice() {
-    let t = Chat { events: "ring = { messages = 4 }", ws: ENVELOPE, ..Chat::default() }.start().await;
+    let t = Chat { events: "ring = { messages = 4 }", ws: ENVELOPE, ..Chat::default() }.start_patient().await;
     let mut stalled = sse(&t, "/events", &[]).await;
     let mut reader = t.ws("/ws").await;
     let published = flood_until_slow(&t, &mut reader, "events").await;
@@ -924,7 +931,7 @@ async fn an_sse_client_that_stops_reading_is_ended_and_resumes_after_a_gap_notic
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_oldest_tells_a_lagging_websocket_client_what_it_missed_and_keeps_it() {
     let ws = format!("{ENVELOPE}\nring = {{ messages = 4, slow_consumer = \"drop_oldest\" }}");
-    let t = Chat { ws: &ws, ..Chat::default() }.start().await;
+    let t = Chat { ws: &ws, ..Chat::default() }.start_patient().await;
     let mut stalled = t.ws("/ws").await;
     let mut reader = t.ws("/ws").await;
     let published = flood_until_slow(&t, &mut reader, "ws").await;
@@ -946,7 +953,7 @@ async fn drop_oldest_tells_a_lagging_websocket_client_what_it_missed_and_keeps_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_oldest_tells_a_lagging_sse_client_what_it_missed_and_keeps_it() {
     let events = r#"ring = { messages = 4, slow_consumer = "drop_oldest" }"#;
-    let t = Chat { events, ws: ENVELOPE, ..Chat::default() }.start().await;
+    let t = Chat { events, ws: ENVELOPE, ..Chat::default() }.start_patient().await;
     let mut stalled = sse(&t, "/events", &[]).await;
     let mut reader = t.ws("/ws").await;
     let published = flood_until_slow(&t, &mut reader, "events").await;
@@ -1115,9 +1122,7 @@ const FORWARD: &str = r#"adapter_settings = { forward_headers = "client-id,lang"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_ndjson_post_is_delivered_whole_and_the_host_serves_at_once_after_it() {
     const LINES: usize = 100_000;
-    // Decoding 100,000 lines in one call takes longer than the default deadline of a
-    // call on a loaded machine; this test is about what happens after decoding.
-    let t = TestHost::start(&format!("[adapters]\ncall_timeout_ms = 60000\n{}", Chat::default().toml())).await;
+    let t = Chat::default().start_patient().await;
     let body: String = (0..LINES).map(|n| format!("{n}\n")).collect();
     let reply = t.post("/ingest", &[("content-type", "application/x-ndjson")], body).await;
     assert_eq!(reply.status, 202, "{}", reply.text());

@@ -365,9 +365,8 @@ fn time_batches(events: u64, batch: usize, map: &mut impl FnMut(Vec<Event>) -> V
 fn wasm_map(adapter: &Adapter) -> impl FnMut(Vec<Event>) -> Vec<Event> + '_ {
     move |inputs| {
         let n = inputs.len();
-        let mapped = adapter
-            .map(Direction::Upstream, &route_context(0), inputs)
-            .unwrap_or_else(|(_, e)| panic!("the adapter call fails: {e}"));
+        let mapped = adapter.map(Direction::Upstream, &route_context(0), inputs);
+        assert!(mapped.failed.is_none(), "the adapter call fails: {:?}", mapped.failed.map(|(_, e)| e));
         assert_eq!(mapped.outputs.len(), n, "every event maps to one output");
         mapped.outputs
     }

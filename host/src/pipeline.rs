@@ -139,20 +139,16 @@ impl Recorder {
         log: &mut Vec<u8>,
     ) -> Vec<Event> {
         let failed = |message: String| DeliveryError::Adapter { adapter: adapter.name().to_owned(), message };
-        match adapter.map(direction, ctx, events) {
-            Ok(mapped) => {
-                for (event, error) in mapped.refused {
-                    self.finish(event, route, Err(failed(error.message)), log);
-                }
-                mapped.outputs
-            }
-            Err((events, error)) => {
-                for event in events {
-                    self.finish(event, route, Err(failed(error.to_string())), log);
-                }
-                Vec::new()
+        let mapped = adapter.map(direction, ctx, events);
+        for (event, error) in mapped.refused {
+            self.finish(event, route, Err(failed(error.message)), log);
+        }
+        if let Some((events, error)) = mapped.failed {
+            for event in events {
+                self.finish(event, route, Err(failed(error.to_string())), log);
             }
         }
+        mapped.outputs
     }
 
     /// Writes out the packet lines gathered in `log`.

@@ -37,6 +37,15 @@ pub fn encode_events<'a>(events: impl IntoIterator<Item = &'a Event>, out: &mut 
     }
 }
 
+/// What an item costs in a call's input beyond its payload and headers: its fixed
+/// fields and index entries, as the batch layout lays them out (an estimate).
+const ITEM_OVERHEAD: usize = 64;
+
+/// The bytes `event` takes in a call's input (an estimate, for sizing calls).
+fn input_bytes(event: &Event) -> usize {
+    event.size() + ITEM_OVERHEAD
+}
+
 /// The result of mapping a batch of events.
 #[derive(Debug, Default)]
 pub struct Mapped {
@@ -45,24 +54,56 @@ pub struct Mapped {
     pub outputs: Vec<Event>,
     /// The inputs the adapter refused, each with the reason, in input order.
     pub refused: Vec<(Event, ItemError)>,
+    /// A call that failed as a whole (trap, deadline, memory cap, invalid output):
+    /// the inputs it held and every input after them, untouched, so that the caller
+    /// can fail or retry each of them. The inputs before them were mapped.
+    pub failed: Option<(Vec<Event>, AdapterError)>,
 }
 
 impl Adapter {
-    /// Maps `inputs` through the adapter in one call.
+    /// Maps `inputs` through the adapter, in order, in calls of at most
+    /// `max_call_bytes` of input each (an input larger than that gets a call of its
+    /// own). A call's deadline and memory cap are the guest's budget for one call, so
+    /// they must not depend on how many events happened to queue up behind a slow
+    /// moment: a burst of large events is mapped as several calls, not failed as one.
+    /// After a call that fails as a whole, nothing more is mapped.
     ///
     /// An input that produced no output and no error was consumed (a control frame, a
     /// filtered record): its acknowledgement is settled as delivered.
+    pub fn map(&self, direction: Direction, ctx: &CallContext, inputs: Vec<Event>) -> Mapped {
+        let limit = self.shared.config.max_call_bytes;
+        let mut mapped = Mapped { outputs: Vec::with_capacity(inputs.len()), ..Mapped::default() };
+        let mut rest = inputs;
+        while !rest.is_empty() {
+            let mut bytes = 0;
+            let fits = rest.iter().take_while(|e| {
+                bytes += input_bytes(e);
+                bytes <= limit
+            });
+            let take = fits.count().max(1);
+            let later = rest.split_off(take);
+            let call = std::mem::replace(&mut rest, later);
+            if let Err((mut unmapped, error)) = self.map_call(direction, ctx, call, &mut mapped) {
+                unmapped.append(&mut rest);
+                mapped.failed = Some((unmapped, error));
+                break;
+            }
+        }
+        mapped
+    }
+
+    /// Maps `inputs` in one call, adding to `mapped`.
     ///
     /// # Errors
-    /// The call failed as a whole (trap, deadline, memory cap, invalid output); the
-    /// inputs come back untouched so that the caller can fail or retry each of them.
-    pub fn map(
+    /// The call failed as a whole; the inputs come back untouched.
+    fn map_call(
         &self,
         direction: Direction,
         ctx: &CallContext,
         inputs: Vec<Event>,
-    ) -> Result<Mapped, (Vec<Event>, AdapterError)> {
-        let bytes = inputs.iter().map(Event::size).sum::<usize>() + inputs.len() * 64;
+        mapped: &mut Mapped,
+    ) -> Result<(), (Vec<Event>, AdapterError)> {
+        let bytes = inputs.iter().map(input_bytes).sum::<usize>();
         let mut builder = BatchBuilder::with_capacity(inputs.len(), bytes);
         encode_events(&inputs, &mut builder);
         let (data, index) = builder.into_parts();
@@ -76,7 +117,6 @@ impl Adapter {
             Err(message) => return Err((inputs, self.invalid(message))),
         };
         self.succeeded();
-        let mut mapped = Mapped { outputs: Vec::with_capacity(output.len()), refused: Vec::new() };
         let mut errors = outcome.errors.into_iter().peekable();
         let mut items = output.iter();
         for (i, (mut input, produced)) in inputs.into_iter().zip(outcome.produced).enumerate() {
@@ -102,7 +142,7 @@ impl Adapter {
                 ack.settle(Ok(()));
             }
         }
-        Ok(mapped)
+        Ok(())
     }
 }
 

@@ -157,7 +157,7 @@ const fn default_admin_listen() -> SocketAddr {
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090)
 }
 
-/// 1 MiB, the message size limit DESIGN §8 sets.
+/// 1 MiB: the largest message by default, as most brokers' own defaults are about that size.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// 60 KiB, Envoy's default `max_request_headers_kb`.
@@ -225,6 +225,9 @@ pub struct AdapterRuntimeConfig {
     pub call_timeout_ms: u64,
     /// The most linear memory one adapter instance may grow to.
     pub memory_limit_bytes: usize,
+    /// The most input one call takes: a larger batch is mapped in several calls, so
+    /// that the deadline and the memory cap bound one call's work, not a burst's.
+    pub max_call_bytes: usize,
     /// Idle instances kept per adapter for reuse.
     pub pool_size: usize,
     /// Calls after which an instance is replaced by a fresh one, so a guest that leaks
@@ -239,6 +242,7 @@ impl Default for AdapterRuntimeConfig {
         Self {
             call_timeout_ms: 100,
             memory_limit_bytes: 64 * 1024 * 1024,
+            max_call_bytes: 1024 * 1024,
             pool_size: 8,
             recycle_after_calls: 100_000,
             failing_after: 16,

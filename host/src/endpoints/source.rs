@@ -39,9 +39,9 @@ impl Settle {
     }
 }
 
-/// Hands consumed `records` over: maps them in one adapter call (`downstream`), puts
-/// the events on the bus in order, waiting while it is full, and waits for each
-/// one's outcome. Returns one [`Settle`] per record, in order.
+/// Hands consumed `records` over: maps them (`downstream`), puts the events on the
+/// bus in order, waiting while it is full, and waits for each one's outcome. Returns
+/// one [`Settle`] per record, in order.
 ///
 /// `what` names where the records came from (a queue, a topic) in logs. When the
 /// host stops its sources mid-way, the records not yet handed over are [`Settle::Retry`].
@@ -55,26 +55,25 @@ pub async fn hand_over(ctx: &ComponentContext, adapter: &Adapter, what: &str, re
         waiting.push(settled);
     }
     // Route 0: the mapping happens before routing, as an entrypoint's decode does.
-    match adapter.map(Direction::Downstream, &adapter::route_context(0), inputs) {
-        Ok(mapped) => {
-            for (mut record, error) in mapped.refused {
-                let adapter = adapter.name().to_owned();
-                record.settle(Err(DeliveryError::Adapter { adapter, message: error.message }));
-            }
-            for event in mapped.outputs {
-                if !publish(ctx, what, event).await {
-                    // Shutdown: the events not handed over drop with their acknowledgement
-                    // parts, which fail, so their messages are not settled as delivered.
-                    break;
-                }
-            }
-        }
-        Err((inputs, error)) => {
-            // A trap or a deadline may pass: the messages are delivered again.
-            tracing::warn!(source = %what, error = %error, "the adapter failed on consumed messages; they will be redelivered");
-            let failed = DeliveryError::Adapter { adapter: adapter.name().to_owned(), message: error.to_string() };
-            drop(inputs);
-            return waiting.iter().map(|_| Settle::Retry(failed.clone())).collect();
+    let mapped = adapter.map(Direction::Downstream, &adapter::route_context(0), inputs);
+    for (mut record, error) in mapped.refused {
+        let adapter = adapter.name().to_owned();
+        record.settle(Err(DeliveryError::Adapter { adapter, message: error.message }));
+    }
+    // A call that failed as a whole (a trap or a deadline may pass): its messages and
+    // the ones after them are delivered again. They are the last of the batch.
+    let mut retried = Vec::new();
+    if let Some((inputs, error)) = mapped.failed {
+        tracing::warn!(source = %what, error = %error, "the adapter failed on consumed messages; they will be redelivered");
+        let failed = DeliveryError::Adapter { adapter: adapter.name().to_owned(), message: error.to_string() };
+        retried = inputs.iter().map(|_| Settle::Retry(failed.clone())).collect();
+        waiting.truncate(waiting.len() - inputs.len());
+    }
+    for event in mapped.outputs {
+        if !publish(ctx, what, event).await {
+            // Shutdown: the events not handed over drop with their acknowledgement
+            // parts, which fail, so their messages are not settled as delivered.
+            break;
         }
     }
     let mut settles = Vec::with_capacity(waiting.len());
@@ -92,6 +91,7 @@ pub async fn hand_over(ctx: &ComponentContext, adapter: &Adapter, what: &str, re
             }
         });
     }
+    settles.append(&mut retried);
     settles
 }
 

@@ -336,11 +336,8 @@ impl Connection {
     /// Maps `frames` through the adapter in one call: the events they hold, or the
     /// close for the first one it refused (or for a failed call).
     fn decode(&self, frames: Vec<Event>) -> Result<Vec<Event>, (CloseCode, String)> {
-        let mapped = self
-            .entrypoint
-            .adapter
-            .map(Direction::Upstream, &self.call, frames)
-            .map_err(|(_, e)| (CloseCode::Error, e.to_string()))?;
+        let mapped = self.entrypoint.adapter.map(Direction::Upstream, &self.call, frames);
+        // What the adapter refused precedes what a failed call held.
         if let Some((_, error)) = mapped.refused.into_iter().next() {
             let code = match error.kind {
                 ErrorKind::Malformed => CloseCode::Invalid,
@@ -348,6 +345,9 @@ impl Connection {
                 ErrorKind::TooLarge => CloseCode::Size,
             };
             return Err((code, error.message));
+        }
+        if let Some((_, error)) = mapped.failed {
+            return Err((CloseCode::Error, error.to_string()));
         }
         Ok(mapped.outputs)
     }

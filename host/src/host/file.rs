@@ -161,6 +161,14 @@ impl Config {
             "adapters.memory_limit_bytes",
             "must be at least 1048576 (1 MiB): a guest needs room for its stack and one batch",
         );
+        problems.check(
+            (1..=self.adapters.memory_limit_bytes).contains(&self.adapters.max_call_bytes),
+            "adapters.max_call_bytes",
+            format!(
+                "must be from 1 to memory_limit_bytes ({}): the guest holds a call's input in that memory",
+                self.adapters.memory_limit_bytes
+            ),
+        );
         problems.check(self.adapters.recycle_after_calls > 0, "adapters.recycle_after_calls", "must be at least 1");
         problems.check(self.adapters.failing_after > 0, "adapters.failing_after", "must be at least 1");
         problems.check(

@@ -101,11 +101,10 @@ impl Ingest {
         let ctx = CallContext { route: 0, session: Some(session) };
         // A failed call (trap, deadline, memory) is the adapter's fault, not the
         // client's: 502, as for an endpoint's adapter.
-        let mapped = self
-            .entrypoint
-            .adapter
-            .map(Direction::Upstream, &ctx, vec![frame])
-            .map_err(|(_, e)| Rejection::new(StatusCode::BAD_GATEWAY, "adapter_error", e.to_string()))?;
+        let mapped = self.entrypoint.adapter.map(Direction::Upstream, &ctx, vec![frame]);
+        if let Some((_, e)) = mapped.failed {
+            return Err(Rejection::new(StatusCode::BAD_GATEWAY, "adapter_error", e.to_string()));
+        }
         if let Some((_, error)) = mapped.refused.into_iter().next() {
             let (status, code) = match error.kind {
                 ErrorKind::Malformed => (StatusCode::BAD_REQUEST, "malformed"),
