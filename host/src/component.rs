@@ -2,10 +2,12 @@
 //! says about itself ([`Component`]), what the host gives every component it starts
 //! ([`ComponentContext`]), and why starting one fails ([`StartError`]).
 
+use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::adapter::{AdapterError, AdapterRuntime, AdapterSource};
+use crate::adapter::{Adapter, AdapterError, AdapterRuntime, AdapterSource, Role};
 use crate::bus::Bus;
 use crate::config::{HostConfig, Problems};
 use crate::pipeline::{PipelineHandOff, Recorder};
@@ -50,6 +52,53 @@ pub struct ComponentContext {
     pub readiness: Arc<Readiness>,
     /// The pipeline, for a component that delivers its own events.
     pub pipeline: PipelineHandOff,
+}
+
+impl ComponentContext {
+    /// Loads the component's adapter for `role`, configured with `settings`, and has
+    /// `/readyz` report it while its calls keep failing.
+    ///
+    /// # Errors
+    /// The adapter cannot be read, compiled, linked or configured.
+    pub fn load_adapter(
+        &self,
+        source: &AdapterSource,
+        role: Role,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<Adapter, AdapterError> {
+        let adapter = self.adapters.load(&self.name, source, role, settings)?;
+        self.readiness.watch_adapter(adapter.clone());
+        Ok(adapter)
+    }
+
+    /// True when routes leave the component, so that it consumes. A reload can change
+    /// the routes: ask again rather than keep the answer.
+    #[must_use]
+    pub fn is_routed(&self) -> bool {
+        !self.routes.snapshot().from_source(self.id).is_empty()
+    }
+
+    /// The ordering key of what the component consumes from `stream` (a queue, a
+    /// partition, a link): the events of one key keep their order through the bus.
+    #[must_use]
+    pub fn ordering_key(&self, stream: impl Hash) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        (&*self.name, stream).hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// A start error for a setting of endpoint `self` that cannot be used.
+    #[must_use]
+    pub fn refuse(&self, message: impl std::fmt::Display) -> StartError {
+        StartError::Runtime(format!("endpoints.{}: {message}", self.name))
+    }
+
+    /// The span of endpoint `self`'s task, of type `type_name`: every line the task
+    /// logs says which endpoint.
+    #[must_use]
+    pub fn endpoint_span(&self, type_name: &'static str) -> tracing::Span {
+        tracing::info_span!("endpoint", component_kind = "endpoint", component_type = type_name, component_id = %self.name)
+    }
 }
 
 /// Why the host did not start.

@@ -1,5 +1,5 @@
-//! Broker-facing components. Each endpoint type lives in its own folder and is
-//! selected by one variant of [`EndpointConfig`].
+//! Broker-facing components. Each endpoint type lives in its own folder, implements
+//! [`Endpoint`] on its configuration, and has one entry in the registry below.
 
 pub mod amqp;
 pub mod kafka;
@@ -16,9 +16,12 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use tokio::task::JoinHandle;
+
 use crate::adapter::AdapterSource;
-use crate::component::Component;
+use crate::component::{Component, ComponentContext, StartError};
 use crate::config::Problems;
+use crate::pipeline::TargetSender;
 
 /// How the replicas of a host (instances with the same configuration) consume a
 /// broker endpoint. Each endpoint documents how its broker does it.
@@ -33,96 +36,101 @@ pub enum ConsumerMode {
     Shared,
 }
 
-/// `[endpoints.<name>]`, selected by `type`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum EndpointConfig {
-    /// Named in-process topics: the quickstart default, needing no broker.
-    Memory(memory::MemoryConfig),
-    /// Kafka: an idempotent producer, and a consumer group committing after hand-off.
-    Kafka(Box<kafka::KafkaConfig>),
-    /// RabbitMQ (AMQP 0-9-1): publishing with confirms, consuming with manual acks.
-    #[serde(rename = "rabbitmq")]
-    RabbitMq(Box<rabbitmq::RabbitMqConfig>),
-    /// MQTT 5: publishing confirmed by PUBACK/PUBCOMP, subscribing with manual acks.
-    Mqtt(Box<mqtt::MqttConfig>),
-    /// AMQP 1.0, e.g. JMS brokers such as ActiveMQ Artemis: unsettled sends that succeed
-    /// on `accepted`, receivers with link credit. `type = "jms"` is an alias.
-    #[serde(rename = "amqp", alias = "jms")]
-    Amqp(Box<amqp::AmqpConfig>),
-    /// Solace PubSub+ over AMQP 1.0 or MQTT 5, with Solace's settings and topic syntax.
-    Solace(Box<solace::SolaceConfig>),
-}
+/// What an endpoint type provides: its configuration says what it is
+/// ([`Component`]), which adapter it loads, and starts it. The host wires every
+/// endpoint through this trait; only [`EndpointConfig`] names the types.
+pub trait Endpoint: Component {
+    /// The adapter the endpoint loads when it starts and the settings it configures it
+    /// with, so that `check` loads the same; `None` for an endpoint without one.
+    ///
+    /// # Errors
+    /// Settings that do not translate into the adapter's.
+    fn adapter_load(&self) -> Result<Option<AdapterLoad>, String>;
 
-impl EndpointConfig {
     /// The adapter reference, for path resolution.
-    pub fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
-        match self {
-            Self::Memory(c) => c.adapter.as_mut(),
-            Self::Kafka(c) => Some(&mut c.adapter),
-            Self::RabbitMq(c) => Some(&mut c.adapter),
-            Self::Mqtt(c) => Some(&mut c.adapter),
-            Self::Amqp(c) => Some(&mut c.adapter),
-            Self::Solace(c) => Some(&mut c.adapter),
-        }
-    }
+    fn adapter_mut(&mut self) -> Option<&mut AdapterSource>;
+
+    /// Loads the adapter and starts the endpoint: the sender of its target queue and
+    /// its task, which ends once the queue closed (the last stage of shutdown).
+    ///
+    /// # Errors
+    /// When the adapter cannot be loaded or the settings cannot be used.
+    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError>;
 }
 
 /// An adapter and the settings it is configured with.
 pub type AdapterLoad = (AdapterSource, BTreeMap<String, String>);
 
-impl EndpointConfig {
-    /// The adapter the endpoint loads when it starts and the settings it configures it
-    /// with, so that `check` loads the same; `None` for an endpoint without one.
-    ///
-    /// # Errors
-    /// A Solace endpoint whose transport settings do not translate.
-    pub fn adapter_load(&self) -> Result<Option<AdapterLoad>, String> {
-        Ok(match self {
-            Self::Memory(c) => c.adapter.clone().map(|a| (a, c.adapter_settings.clone())),
-            Self::Kafka(c) => Some((c.adapter.clone(), c.adapter_settings())),
-            Self::RabbitMq(c) => Some((c.adapter.clone(), c.adapter_settings())),
-            Self::Mqtt(c) => Some((c.adapter.clone(), c.adapter_settings.clone())),
-            Self::Amqp(c) => Some((c.adapter.clone(), c.adapter_settings())),
-            Self::Solace(c) => Some(match c.transport {
-                solace::Transport::Amqp => c.to_amqp().map(|a| (a.adapter.clone(), a.adapter_settings()))?,
-                solace::Transport::Mqtt => c.to_mqtt().map(|m| (m.adapter, m.adapter_settings))?,
-            }),
-        })
-    }
+/// The registry: the one list of endpoint types. It declares [`EndpointConfig`], one
+/// variant per type, selected by `type` in the file, and dispatches [`Endpoint`] to
+/// the variant's configuration.
+macro_rules! registry {
+    ($($(#[$meta:meta])* $variant:ident($config:ty),)+) => {
+        /// `[endpoints.<name>]`, selected by `type`.
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        pub enum EndpointConfig {
+            $($(#[$meta])* $variant(Box<$config>),)+
+        }
+
+        impl EndpointConfig {
+            fn endpoint(&self) -> &dyn Endpoint {
+                match self {
+                    $(Self::$variant(c) => &**c,)+
+                }
+            }
+
+            fn endpoint_mut(&mut self) -> &mut dyn Endpoint {
+                match self {
+                    $(Self::$variant(c) => &mut **c,)+
+                }
+            }
+        }
+    };
+}
+
+registry! {
+    /// Named in-process topics: the quickstart default, needing no broker.
+    Memory(memory::MemoryConfig),
+    /// Kafka: an idempotent producer, and a consumer group committing after hand-off.
+    Kafka(kafka::KafkaConfig),
+    /// RabbitMQ (AMQP 0-9-1): publishing with confirms, consuming with manual acks.
+    #[serde(rename = "rabbitmq")]
+    RabbitMq(rabbitmq::RabbitMqConfig),
+    /// MQTT 5: publishing confirmed by PUBACK/PUBCOMP, subscribing with manual acks.
+    Mqtt(mqtt::MqttConfig),
+    /// AMQP 1.0, e.g. JMS brokers such as ActiveMQ Artemis: unsettled sends that succeed
+    /// on `accepted`, receivers with link credit. `type = "jms"` is an alias.
+    #[serde(rename = "amqp", alias = "jms")]
+    Amqp(amqp::AmqpConfig),
+    /// Solace PubSub+ over AMQP 1.0 or MQTT 5, with Solace's settings and topic syntax.
+    Solace(solace::SolaceConfig),
 }
 
 impl Component for EndpointConfig {
     fn type_name(&self) -> &'static str {
-        match self {
-            Self::Memory(_) => "memory",
-            Self::Kafka(_) => "kafka",
-            Self::RabbitMq(_) => "rabbitmq",
-            Self::Mqtt(_) => "mqtt",
-            Self::Amqp(_) => "amqp",
-            Self::Solace(_) => "solace",
-        }
+        self.endpoint().type_name()
     }
 
     fn adapter(&self) -> Option<&AdapterSource> {
-        match self {
-            Self::Memory(c) => c.adapter.as_ref(),
-            Self::Kafka(c) => Some(&c.adapter),
-            Self::RabbitMq(c) => Some(&c.adapter),
-            Self::Mqtt(c) => Some(&c.adapter),
-            Self::Amqp(c) => Some(&c.adapter),
-            Self::Solace(c) => Some(&c.adapter),
-        }
+        self.endpoint().adapter()
     }
 
     fn validate(&self, path: &str, problems: &mut Problems) {
-        match self {
-            Self::Memory(c) => c.validate(path, problems),
-            Self::Kafka(c) => c.validate(path, problems),
-            Self::RabbitMq(c) => c.validate(path, problems),
-            Self::Mqtt(c) => c.validate(path, problems),
-            Self::Amqp(c) => c.validate(path, problems),
-            Self::Solace(c) => c.validate(path, problems),
-        }
+        self.endpoint().validate(path, problems);
+    }
+}
+
+impl Endpoint for EndpointConfig {
+    fn adapter_load(&self) -> Result<Option<AdapterLoad>, String> {
+        self.endpoint().adapter_load()
+    }
+
+    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
+        self.endpoint_mut().adapter_mut()
+    }
+
+    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
+        self.endpoint().spawn(ctx)
     }
 }

@@ -30,8 +30,9 @@ use super::amqp::{self, AmqpConfig};
 use super::mqtt::{self, MqttConfig};
 use super::tls::TlsFiles;
 use crate::adapter::AdapterSource;
-use crate::component::{ComponentContext, StartError};
+use crate::component::{Component, ComponentContext, StartError};
 use crate::config::{Problems, Secret};
+use crate::endpoints::{AdapterLoad, Endpoint};
 use crate::pipeline::TargetSender;
 
 /// Starts the transport's endpoint with the translated settings.
@@ -40,16 +41,46 @@ use crate::pipeline::TargetSender;
 /// As the transport's endpoint, and when the settings do not translate (which the
 /// configuration check reports first).
 pub fn spawn(ctx: ComponentContext, config: &SolaceConfig) -> Result<(TargetSender, JoinHandle<()>), StartError> {
-    let invalid = |message: String| StartError::Runtime(format!("endpoints.{}: {message}", ctx.name));
     match config.transport {
         Transport::Amqp => {
-            let amqp = config.to_amqp().map_err(invalid)?;
+            let amqp = config.to_amqp().map_err(|e| ctx.refuse(e))?;
             amqp::spawn(ctx, &amqp)
         }
         Transport::Mqtt => {
-            let mqtt = config.to_mqtt().map_err(invalid)?;
+            let mqtt = config.to_mqtt().map_err(|e| ctx.refuse(e))?;
             mqtt::spawn(ctx, &mqtt)
         }
+    }
+}
+
+impl Component for SolaceConfig {
+    fn type_name(&self) -> &'static str {
+        "solace"
+    }
+
+    fn adapter(&self) -> Option<&AdapterSource> {
+        Some(&self.adapter)
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        Self::validate(self, path, problems);
+    }
+}
+
+impl Endpoint for SolaceConfig {
+    fn adapter_load(&self) -> Result<Option<AdapterLoad>, String> {
+        Ok(Some(match self.transport {
+            Transport::Amqp => self.to_amqp().map(|a| (a.adapter.clone(), a.adapter_settings()))?,
+            Transport::Mqtt => self.to_mqtt().map(|m| (m.adapter, m.adapter_settings))?,
+        }))
+    }
+
+    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
+        Some(&mut self.adapter)
+    }
+
+    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
+        spawn(ctx, self)
     }
 }
 

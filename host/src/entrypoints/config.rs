@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde::de::Error as _;
 
-use super::{http_get, http_post, hub, sse, websocket};
-use crate::adapter::{self, Adapter, AdapterSource};
+use super::{Entrypoint, http_get, http_post, hub, sse, websocket};
+use crate::adapter::{Adapter, AdapterSource, Directions};
 use crate::component::Component;
 use crate::config::Problems;
+use crate::server::Handler;
 
 /// Settings every entrypoint has, whatever its type.
 #[derive(Debug, Clone, Deserialize)]
@@ -55,10 +56,58 @@ const fn default_idle_timeout_ms() -> u64 {
 const COMMON_KEYS: [&str; 8] =
     ["path", "port", "adapter", "adapter_settings", "allowed_origins", "max_connections", "idle_timeout_ms", "ring"];
 
-/// The type-specific part, selected by `type`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Kind {
+/// What an entrypoint type provides: its part of the configuration says what the
+/// type is and builds its request handler. The host wires every entrypoint through
+/// this trait; only the registry below names the types.
+pub trait EntrypointKind {
+    /// The type as written in the file.
+    fn type_name(&self) -> &'static str;
+
+    /// The builtin adapter used when the entrypoint names none: `builtin:<this>`.
+    fn builtin_adapter(&self) -> &'static str;
+
+    /// What its adapter must map, and how to say so when it does not.
+    fn needs(&self) -> (Directions, &'static str);
+
+    /// The request method it serves (preflights announce it).
+    fn method(&self) -> &'static str;
+
+    /// True for the types that serve events to clients and so hold a ring.
+    fn serves_events(&self) -> bool {
+        true
+    }
+
+    /// Type-specific checks, reported under `path`.
+    fn validate(&self, path: &str, problems: &mut Problems);
+
+    /// The request handler of `entrypoint`.
+    fn handler(&self, entrypoint: Entrypoint) -> Handler;
+}
+
+/// The registry: the one list of entrypoint types. It declares [`Kind`], one variant
+/// per type, selected by `type` in the file, and dispatches [`EntrypointKind`] to it.
+macro_rules! registry {
+    ($($(#[$meta:meta])* $variant:ident($config:ty),)+) => {
+        /// The type-specific part, selected by `type`.
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        pub enum Kind {
+            $($(#[$meta])* $variant($config),)+
+        }
+
+        impl Kind {
+            /// The type's side of the contract.
+            #[must_use]
+            pub fn get(&self) -> &dyn EntrypointKind {
+                match self {
+                    $(Self::$variant(k) => k,)+
+                }
+            }
+        }
+    };
+}
+
+registry! {
     /// HTTP POST ingest: one request body becomes one event (or one per NDJSON line).
     HttpPost(http_post::HttpPostConfig),
     /// Server-Sent Events: a stream of events, resumable with `Last-Event-ID`.
@@ -104,16 +153,10 @@ impl EntrypointConfig {
     /// The adapter: configured, else the type's builtin.
     #[must_use]
     pub fn adapter_source(&self) -> AdapterSource {
-        self.common.adapter.clone().unwrap_or_else(|| AdapterSource::Builtin(self.builtin().to_owned()))
-    }
-
-    fn builtin(&self) -> &'static str {
-        match self.kind {
-            Kind::HttpPost(_) => "http-post",
-            Kind::Sse(_) => "sse",
-            Kind::Websocket(_) => "websocket",
-            Kind::HttpGet(_) => "http-get",
-        }
+        self.common
+            .adapter
+            .clone()
+            .unwrap_or_else(|| AdapterSource::Builtin(self.kind.get().builtin_adapter().to_owned()))
     }
 
     /// Checks that a loaded `adapter` can serve this entrypoint, at startup and in
@@ -124,11 +167,7 @@ impl EntrypointConfig {
     pub fn fit(&self, adapter: &Adapter) -> Result<(), String> {
         // Client frames are decoded (upstream) by every type that takes them, and
         // events are encoded (downstream) by every type that serves them.
-        let (needed, what) = match self.kind {
-            Kind::HttpPost(_) => (adapter::Directions::UPSTREAM, "decode request bodies (upstream)"),
-            Kind::Sse(_) | Kind::HttpGet(_) => (adapter::Directions::DOWNSTREAM, "encode events (downstream)"),
-            Kind::Websocket(_) => (adapter::Directions::all(), "decode messages and encode events (both directions)"),
-        };
+        let (needed, what) = self.kind.get().needs();
         if !adapter.maps(needed) {
             return Err(format!("does not map what a {} entrypoint needs: it must {what}", self.type_name()));
         }
@@ -146,18 +185,13 @@ impl EntrypointConfig {
     /// True for the types that serve events to clients and so hold a ring.
     #[must_use]
     pub fn serves_events(&self) -> bool {
-        !matches!(self.kind, Kind::HttpPost(_))
+        self.kind.get().serves_events()
     }
 }
 
 impl Component for EntrypointConfig {
     fn type_name(&self) -> &'static str {
-        match self.kind {
-            Kind::HttpPost(_) => "http_post",
-            Kind::Sse(_) => "sse",
-            Kind::Websocket(_) => "websocket",
-            Kind::HttpGet(_) => "http_get",
-        }
+        self.kind.get().type_name()
     }
 
     fn adapter(&self) -> Option<&AdapterSource> {
@@ -185,12 +219,7 @@ impl Component for EntrypointConfig {
             ),
             (None, _) => {}
         }
-        match &self.kind {
-            Kind::HttpPost(k) => k.validate(path, problems),
-            Kind::Sse(k) => k.validate(path, problems),
-            Kind::Websocket(k) => k.validate(path, problems),
-            Kind::HttpGet(k) => k.validate(path, problems),
-        }
+        self.kind.get().validate(path, problems);
     }
 }
 

@@ -16,9 +16,10 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 
-use super::Entrypoint;
 use super::hub::Read;
 use super::request::{filter_from_query, session};
+use super::{Entrypoint, EntrypointKind};
+use crate::adapter::Directions;
 use crate::config::Problems;
 use crate::server::{Body, Handler, json_error, respond};
 
@@ -49,13 +50,33 @@ const fn default_max_wait_ms() -> u64 {
     30_000
 }
 
-impl HttpGetConfig {
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
+impl EntrypointKind for HttpGetConfig {
+    fn type_name(&self) -> &'static str {
+        "http_get"
+    }
+
+    fn builtin_adapter(&self) -> &'static str {
+        "http-get"
+    }
+
+    fn needs(&self) -> (Directions, &'static str) {
+        (Directions::DOWNSTREAM, "encode events (downstream)")
+    }
+
+    fn method(&self) -> &'static str {
+        "GET"
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
         problems.check(
             (1..=self.max_limit).contains(&self.default_limit),
             format!("{path}.default_limit"),
             format!("must be between 1 and max_limit ({})", self.max_limit),
         );
+    }
+
+    fn handler(&self, entrypoint: Entrypoint) -> Handler {
+        handler(entrypoint, self)
     }
 }
 

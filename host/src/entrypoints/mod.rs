@@ -2,8 +2,8 @@
 //! `path`; one with a `port` of its own gets a dedicated listener.
 //!
 //! Each entrypoint type is a module of its own (`http_post`, `sse`, `websocket`,
-//! `http_get`), selected by a variant of [`Kind`]; `config` holds the settings every
-//! entrypoint has, `cors` the browser policy applied before any of them, and `request`
+//! `http_get`) that implements [`EntrypointKind`] and has one line in the registry of
+//! [`Kind`]; `config` holds those and the settings every entrypoint has, `cors` the browser policy applied before any of them, and `request`
 //! the query and cursor parsing they share. Entrypoints that serve events to clients
 //! (SSE, WebSocket, HTTP GET) are also targets: their [`hub::Hub`] takes deliveries from
 //! the pipeline.
@@ -18,7 +18,7 @@ pub mod websocket;
 mod config;
 mod cors;
 
-pub use config::{Common, EntrypointConfig, Kind, validate_paths};
+pub use config::{Common, EntrypointConfig, EntrypointKind, Kind, validate_paths};
 use cors::with_origin_policy;
 pub use cors::{Origins, refuse_origin};
 
@@ -114,9 +114,7 @@ pub async fn start(
     let body_budget = Arc::new(Semaphore::new(host.body_memory_bytes.min(Semaphore::MAX_PERMITS)));
     for (name, e) in entrypoints {
         let ctx = context(name);
-        let adapter =
-            ctx.adapters.load(name, &e.adapter_source(), adapter::Role::Entrypoint, &e.common.adapter_settings)?;
-        ctx.readiness.watch_adapter(adapter.clone());
+        let adapter = ctx.load_adapter(&e.adapter_source(), adapter::Role::Entrypoint, &e.common.adapter_settings)?;
         e.fit(&adapter).map_err(|message| {
             StartError::Adapter(adapter::AdapterError::Load {
                 name: name.clone(),
@@ -141,13 +139,8 @@ pub async fn start(
             hub,
             ctx,
         };
-        let (methods, handler) = match &e.kind {
-            Kind::HttpPost(k) => ("POST", http_post::handler(entrypoint.clone(), k)),
-            Kind::Sse(k) => ("GET", sse::handler(entrypoint.clone(), k)),
-            Kind::Websocket(k) => ("GET", websocket::handler(entrypoint.clone(), k)),
-            Kind::HttpGet(k) => ("GET", http_get::handler(entrypoint.clone(), k)),
-        };
-        let handler = with_origin_policy(&entrypoint, methods, handler);
+        let kind = e.kind.get();
+        let handler = with_origin_policy(&entrypoint, kind.method(), kind.handler(entrypoint.clone()));
         by_listener.entry(e.common.port).or_default().insert(e.common.path.clone(), handler);
     }
     let mut shared_addr = None;

@@ -18,9 +18,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::Entrypoint;
 use super::hub::{Feed, Next, Resume, SlowConsumer};
 use super::request::{filter_from_query, parse_cursor, session};
+use super::{Entrypoint, EntrypointKind};
+use crate::adapter::Directions;
 use crate::config::Problems;
 use crate::event::EventKind;
 use crate::server::{Body, ChannelBody, Handler, json_error};
@@ -50,9 +51,29 @@ const fn default_retry_ms() -> u64 {
     2_000
 }
 
-impl SseConfig {
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
+impl EntrypointKind for SseConfig {
+    fn type_name(&self) -> &'static str {
+        "sse"
+    }
+
+    fn builtin_adapter(&self) -> &'static str {
+        "sse"
+    }
+
+    fn needs(&self) -> (Directions, &'static str) {
+        (Directions::DOWNSTREAM, "encode events (downstream)")
+    }
+
+    fn method(&self) -> &'static str {
+        "GET"
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
         problems.check(self.heartbeat_ms > 0, format!("{path}.heartbeat_ms"), "must be at least 1");
+    }
+
+    fn handler(&self, entrypoint: Entrypoint) -> Handler {
+        handler(entrypoint, self)
     }
 }
 

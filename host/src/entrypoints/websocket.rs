@@ -30,10 +30,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig as WireConfig};
 use tokio_tungstenite::tungstenite::{Error as WireError, Message, Utf8Bytes};
 
-use super::Entrypoint;
 use super::hub::{Feed, Filter, Next, Resume, SlowConsumer};
 use super::request::{filter_from_query, ordering_key, parse_cursor, session};
-use crate::adapter::{CallContext, ErrorKind, Session};
+use super::{Entrypoint, EntrypointKind};
+use crate::adapter::{CallContext, Directions, ErrorKind, Session};
 use crate::bus::BusError;
 use crate::config::Problems;
 use crate::event::{Ack, AckReceiver, Event, EventKind, Text};
@@ -80,10 +80,30 @@ const fn default_ack_timeout_ms() -> u64 {
     10_000
 }
 
-impl WebSocketConfig {
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
+impl EntrypointKind for WebSocketConfig {
+    fn type_name(&self) -> &'static str {
+        "websocket"
+    }
+
+    fn builtin_adapter(&self) -> &'static str {
+        "websocket"
+    }
+
+    fn needs(&self) -> (Directions, &'static str) {
+        (Directions::all(), "decode messages and encode events (both directions)")
+    }
+
+    fn method(&self) -> &'static str {
+        "GET"
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
         problems.check(self.ping_interval_ms > 0, format!("{path}.ping_interval_ms"), "must be at least 1");
         problems.check(self.ack_timeout_ms > 0, format!("{path}.ack_timeout_ms"), "must be at least 1");
+    }
+
+    fn handler(&self, entrypoint: Entrypoint) -> Handler {
+        handler(entrypoint, self)
     }
 }
 

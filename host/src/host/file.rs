@@ -16,7 +16,7 @@ use crate::config::{
     AdapterRuntimeConfig, BusConfig, ConfigError, HostConfig, MIN_HEADER_BYTES, PacketLogConfig, Problem, Problems,
     env, name_rule, valid_name,
 };
-use crate::endpoints::EndpointConfig;
+use crate::endpoints::{Endpoint, EndpointConfig};
 use crate::entrypoints::EntrypointConfig;
 use crate::routing::{Components, Direction, RouteConfig, Side};
 

@@ -16,7 +16,7 @@ use crate::admin;
 use crate::bus::Bus;
 use crate::component::{Component, ComponentContext, StartError};
 use crate::config::{ConfigError, Problem};
-use crate::endpoints::{self, EndpointConfig};
+use crate::endpoints::Endpoint;
 use crate::entrypoints;
 use crate::packet_log::{PacketLog, Sink};
 use crate::pipeline::{Pipeline, PipelineHandOff, Recorder, TargetSender};
@@ -132,14 +132,7 @@ impl Host {
         for (name, endpoint) in &config.endpoints {
             let ctx = context(name);
             let id = ctx.id;
-            let (sender, task) = match endpoint {
-                EndpointConfig::Memory(c) => endpoints::memory::spawn(ctx, c)?,
-                EndpointConfig::Kafka(c) => endpoints::kafka::spawn(ctx, c)?,
-                EndpointConfig::RabbitMq(c) => endpoints::rabbitmq::spawn(ctx, c)?,
-                EndpointConfig::Mqtt(c) => endpoints::mqtt::spawn(ctx, c)?,
-                EndpointConfig::Amqp(c) => endpoints::amqp::spawn(ctx, c)?,
-                EndpointConfig::Solace(c) => endpoints::solace::spawn(ctx, c)?,
-            };
+            let (sender, task) = endpoint.spawn(ctx)?;
             targets_by_id[id.0 as usize] = Some(sender);
             targets.spawn(async move {
                 // A panicking target is a bug; say so instead of vanishing.

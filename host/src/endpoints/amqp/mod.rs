@@ -49,9 +49,11 @@ pub use config::{AmqpConfig, DeliveryMode, parse_url};
 
 use crate::endpoints::ConsumerMode;
 
-use crate::adapter::{self, Adapter};
-use crate::component::{ComponentContext, StartError};
+use crate::adapter::{self, Adapter, AdapterSource};
+use crate::component::{Component, ComponentContext, StartError};
+use crate::config::Problems;
 use crate::endpoints::link::{self, Ended, Health};
+use crate::endpoints::{self, AdapterLoad};
 use crate::pipeline::TargetSender;
 
 /// How often a connected session checks whether routes from the endpoint changed.
@@ -185,14 +187,12 @@ fn step<E: std::fmt::Display>(what: impl Into<String>) -> impl FnOnce(E) -> Open
 /// When the adapter cannot be loaded, the URL or the TLS files are bad, or routes
 /// leave the endpoint but it has no queue or topic to consume.
 pub fn spawn(ctx: ComponentContext, config: &AmqpConfig) -> Result<(TargetSender, JoinHandle<()>), StartError> {
-    let name = ctx.name.to_string();
-    let invalid = |message: String| StartError::Runtime(format!("endpoints.{name}: {message}"));
-    let adapter = ctx.adapters.load(&ctx.name, &config.adapter, adapter::Role::Endpoint, &config.adapter_settings())?;
-    ctx.readiness.watch_adapter(adapter.clone());
-    let broker = config.broker().map_err(&invalid)?;
-    let routed = !ctx.routes.snapshot().from_source(ctx.id).is_empty();
+    let span = ctx.endpoint_span("amqp");
+    let adapter = ctx.load_adapter(&config.adapter, adapter::Role::Endpoint, &config.adapter_settings())?;
+    let broker = config.broker().map_err(|e| ctx.refuse(e))?;
+    let routed = ctx.is_routed();
     if routed && config.queues.is_empty() && config.topics.is_empty() {
-        return Err(invalid(String::from(
+        return Err(ctx.refuse(String::from(
             "routes leave this endpoint, so it consumes, but it has nothing to consume: set `queues` or `topics`",
         )));
     }
@@ -201,12 +201,10 @@ pub fn spawn(ctx: ComponentContext, config: &AmqpConfig) -> Result<(TargetSender
         .container_id
         .clone()
         .unwrap_or_else(|| format!("mediation-host.{}.{}", ctx.host.instance_id(), ctx.name));
-    let subscription = config.subscription.clone().unwrap_or_else(|| name.clone());
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (&*ctx.name, &container_id).hash(&mut hasher);
+    let subscription = config.subscription.clone().unwrap_or_else(|| ctx.name.to_string());
     let (tx, rx) = mpsc::channel(config.queue_capacity);
     let endpoint = Arc::new(Endpoint {
-        ordering_seed: hasher.finish(),
+        ordering_seed: ctx.ordering_key(&container_id),
         health: Health::connecting(Arc::clone(&ctx.name), Arc::clone(&ctx.readiness), format!("connecting to {url}")),
         ctx,
         config: config.clone(),
@@ -223,9 +221,35 @@ pub fn spawn(ctx: ComponentContext, config: &AmqpConfig) -> Result<(TargetSender
         },
         move |watching| publish::Publisher::new(endpoint, watching).run(rx),
     );
-    let span =
-        tracing::info_span!("endpoint", component_kind = "endpoint", component_type = "amqp", component_id = %name);
     Ok((tx, tokio::spawn(task.instrument(span))))
+}
+
+impl Component for AmqpConfig {
+    fn type_name(&self) -> &'static str {
+        "amqp"
+    }
+
+    fn adapter(&self) -> Option<&AdapterSource> {
+        Some(&self.adapter)
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        Self::validate(self, path, problems);
+    }
+}
+
+impl endpoints::Endpoint for AmqpConfig {
+    fn adapter_load(&self) -> Result<Option<AdapterLoad>, String> {
+        Ok(Some((self.adapter.clone(), self.adapter_settings())))
+    }
+
+    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
+        Some(&mut self.adapter)
+    }
+
+    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
+        spawn(ctx, self)
+    }
 }
 
 impl Endpoint {
@@ -233,8 +257,7 @@ impl Endpoint {
     /// consume, and the host is not stopping its sources.
     fn wants_receivers(&self) -> bool {
         let can = !self.config.queues.is_empty() || !self.config.topics.is_empty();
-        can && !self.ctx.shutdown.sources.is_cancelled()
-            && !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty()
+        can && !self.ctx.shutdown.sources.is_cancelled() && self.ctx.is_routed()
     }
 
     /// Connects, begins the sending session and, when `receive`, attaches the receivers,

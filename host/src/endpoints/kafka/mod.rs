@@ -26,7 +26,6 @@ mod consume;
 mod message;
 mod publish;
 
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -47,9 +46,11 @@ pub use config::{Acks, Compression, KafkaConfig, OffsetReset, SaslConfig, SaslMe
 
 use crate::endpoints::ConsumerMode;
 
-use crate::adapter::{self, Adapter};
-use crate::component::{ComponentContext, StartError};
+use crate::adapter::{self, Adapter, AdapterSource};
+use crate::component::{Component, ComponentContext, StartError};
+use crate::config::Problems;
 use crate::endpoints::link::{Backoff, Health};
+use crate::endpoints::{self, AdapterLoad};
 use crate::pipeline::TargetSender;
 
 /// How often a healthy endpoint proves with a metadata request that a broker answers.
@@ -196,13 +197,11 @@ fn create_producer(
 /// When the adapter cannot be loaded, or librdkafka refuses the settings (an unknown or
 /// invalid property, named).
 pub fn spawn(ctx: ComponentContext, config: &KafkaConfig) -> Result<(TargetSender, JoinHandle<()>), StartError> {
-    let name = ctx.name.to_string();
-    let invalid = |message: String| StartError::Runtime(format!("endpoints.{name}: {message}"));
-    let adapter = ctx.adapters.load(&ctx.name, &config.adapter, adapter::Role::Endpoint, &config.adapter_settings())?;
-    ctx.readiness.watch_adapter(adapter.clone());
-    let routed = !ctx.routes.snapshot().from_source(ctx.id).is_empty();
+    let span = ctx.endpoint_span("kafka");
+    let adapter = ctx.load_adapter(&config.adapter, adapter::Role::Endpoint, &config.adapter_settings())?;
+    let routed = ctx.is_routed();
     if routed && config.consumed_topics().is_empty() {
-        return Err(invalid(String::from(
+        return Err(ctx.refuse(String::from(
             "routes leave this endpoint, so it consumes, but it has no topic to consume: set `topics` or `topic`",
         )));
     }
@@ -215,7 +214,7 @@ pub fn spawn(ctx: ComponentContext, config: &KafkaConfig) -> Result<(TargetSende
     };
     // The consumer is created only when routes leave the endpoint; its settings are
     // checked now so that a bad property stops the host at startup either way.
-    config.consumer(&group).create_native_config().map_err(|e| invalid(format!("consumer settings: {e}")))?;
+    config.consumer(&group).create_native_config().map_err(|e| ctx.refuse(format!("consumer settings: {e}")))?;
     let health = Arc::new(Health::connecting(
         Arc::clone(&ctx.name),
         Arc::clone(&ctx.readiness),
@@ -226,7 +225,7 @@ pub fn spawn(ctx: ComponentContext, config: &KafkaConfig) -> Result<(TargetSende
         config.producer().get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let producer_error = LastError::default();
     let producer = create_producer(config, &health, &woken, &producer_error)
-        .map_err(|e| invalid(format!("producer settings: {e}")))?;
+        .map_err(|e| ctx.refuse(format!("producer settings: {e}")))?;
     let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity);
     let endpoint = Arc::new(Endpoint {
         ctx,
@@ -253,16 +252,42 @@ pub fn spawn(ctx: ComponentContext, config: &KafkaConfig) -> Result<(TargetSende
             }
         }
     };
-    let span =
-        tracing::info_span!("endpoint", component_kind = "endpoint", component_type = "kafka", component_id = %name);
     Ok((tx, tokio::spawn(task.instrument(span))))
+}
+
+impl Component for KafkaConfig {
+    fn type_name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn adapter(&self) -> Option<&AdapterSource> {
+        Some(&self.adapter)
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        Self::validate(self, path, problems);
+    }
+}
+
+impl endpoints::Endpoint for KafkaConfig {
+    fn adapter_load(&self) -> Result<Option<AdapterLoad>, String> {
+        Ok(Some((self.adapter.clone(), self.adapter_settings())))
+    }
+
+    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
+        Some(&mut self.adapter)
+    }
+
+    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
+        spawn(ctx, self)
+    }
 }
 
 impl Endpoint {
     /// True when the endpoint should consume: routes leave it and the host is not
     /// stopping its sources.
     fn wants_consumer(&self) -> bool {
-        !self.ctx.shutdown.sources.is_cancelled() && !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty()
+        !self.ctx.shutdown.sources.is_cancelled() && self.ctx.is_routed()
     }
 
     /// Checks the brokers until `stop`: every [`HEALTH_TICK`] while they answer, with
@@ -424,9 +449,7 @@ impl Endpoint {
 
     /// The ordering key of what is consumed from one partition: a partition keeps one order.
     fn ordering_key(&self, topic: &str, partition: i32) -> u64 {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (&*self.ctx.name, topic, partition).hash(&mut hasher);
-        hasher.finish()
+        self.ctx.ordering_key((topic, partition))
     }
 }
 

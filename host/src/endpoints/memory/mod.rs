@@ -12,14 +12,14 @@
 //! worker waits for room in the topic's queue would hold both until a timeout.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 
 use crate::adapter::{self, Adapter, AdapterSource};
-use crate::component::ComponentContext;
+use crate::component::{Component, ComponentContext, StartError};
 use crate::config::Problems;
+use crate::endpoints::{AdapterLoad, Endpoint};
 use crate::event::{DeliveryError, Event};
 use crate::pipeline::{Delivery, Pipeline, TargetReceiver, TargetSender, runs_by_route};
 use crate::routing::Direction;
@@ -51,10 +51,32 @@ const fn default_max_batch() -> usize {
     256
 }
 
-impl MemoryConfig {
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
+impl Component for MemoryConfig {
+    fn type_name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn adapter(&self) -> Option<&AdapterSource> {
+        self.adapter.as_ref()
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
         problems.check(self.queue_capacity > 0, format!("{path}.queue_capacity"), "must be at least 1");
         problems.check(self.max_batch > 0, format!("{path}.max_batch"), "must be at least 1");
+    }
+}
+
+impl Endpoint for MemoryConfig {
+    fn adapter_load(&self) -> Result<Option<AdapterLoad>, String> {
+        Ok(self.adapter.clone().map(|a| (a, self.adapter_settings.clone())))
+    }
+
+    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
+        self.adapter.as_mut()
+    }
+
+    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
+        Ok(spawn(ctx, self)?)
     }
 }
 
@@ -82,16 +104,11 @@ pub fn spawn(
     let adapter = config
         .adapter
         .as_ref()
-        .map(|source| ctx.adapters.load(&ctx.name, source, adapter::Role::Endpoint, &config.adapter_settings))
+        .map(|source| ctx.load_adapter(source, adapter::Role::Endpoint, &config.adapter_settings))
         .transpose()?;
-    if let Some(adapter) = &adapter {
-        ctx.readiness.watch_adapter(adapter.clone());
-    }
     let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity);
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    ctx.name.hash(&mut hasher);
     let pipeline = ctx.pipeline.request();
-    let topic = MemoryTopic { ordering_key: hasher.finish(), ctx, adapter, max_batch: config.max_batch };
+    let topic = MemoryTopic { ordering_key: ctx.ordering_key(()), ctx, adapter, max_batch: config.max_batch };
     Ok((tx, tokio::spawn(topic.run(rx, pipeline))))
 }
 

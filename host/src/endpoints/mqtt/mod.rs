@@ -24,7 +24,6 @@ mod consume;
 mod message;
 mod publish;
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -43,9 +42,11 @@ use tracing::Instrument;
 pub use config::{BrokerAddress, MqttConfig, check_filter, parse_url, qos};
 use publish::{Answer, Inflight};
 
-use crate::adapter::{self, Adapter};
-use crate::component::{ComponentContext, StartError};
+use crate::adapter::{self, Adapter, AdapterSource};
+use crate::component::{Component, ComponentContext, StartError};
+use crate::config::Problems;
 use crate::endpoints::link::{self, Ended, Health};
+use crate::endpoints::{self, AdapterLoad};
 use crate::pipeline::TargetSender;
 
 /// How often a connected session checks whether the routes still want it to consume.
@@ -152,16 +153,14 @@ impl link::Connector for Supervisor {
 /// When the adapter cannot be loaded, the URL is invalid, the TLS files cannot be read,
 /// or routes leave the endpoint but it has no subscriptions.
 pub fn spawn(ctx: ComponentContext, config: &MqttConfig) -> Result<(TargetSender, JoinHandle<()>), StartError> {
-    let name = ctx.name.to_string();
-    let invalid = |message: String| StartError::Runtime(format!("endpoints.{name}: {message}"));
-    let adapter = ctx.adapters.load(&ctx.name, &config.adapter, adapter::Role::Endpoint, &config.adapter_settings)?;
-    ctx.readiness.watch_adapter(adapter.clone());
-    let address = parse_url(&config.url).map_err(|e| invalid(format!("url: {e}")))?;
+    let span = ctx.endpoint_span("mqtt");
+    let adapter = ctx.load_adapter(&config.adapter, adapter::Role::Endpoint, &config.adapter_settings)?;
+    let address = parse_url(&config.url).map_err(|e| ctx.refuse(format!("url: {e}")))?;
     let tls =
-        if address.tls { Some(config.tls.client_config().map_err(|e| invalid(format!("tls: {e}")))?) } else { None };
-    let routed = !ctx.routes.snapshot().from_source(ctx.id).is_empty();
+        if address.tls { Some(config.tls.client_config().map_err(|e| ctx.refuse(format!("tls: {e}")))?) } else { None };
+    let routed = ctx.is_routed();
     if routed && config.subscriptions.is_empty() {
-        return Err(invalid(String::from(
+        return Err(ctx.refuse(String::from(
             "routes leave this endpoint, so it consumes, but it has nothing to subscribe to: set `subscriptions`",
         )));
     }
@@ -170,11 +169,9 @@ pub fn spawn(ctx: ComponentContext, config: &MqttConfig) -> Result<(TargetSender
     let url =
         config.broker_label.clone().unwrap_or_else(|| format!("{scheme}://{user}{}:{}", address.host, address.port));
     let client_id = config.client_id(&ctx.name, &ctx.host.instance_id());
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (&*ctx.name, &client_id).hash(&mut hasher);
     let (tx, rx) = mpsc::channel(config.queue_capacity);
     let endpoint = Arc::new(Endpoint {
-        ordering_key: hasher.finish(),
+        ordering_key: ctx.ordering_key(&client_id),
         health: Health::connecting(Arc::clone(&ctx.name), Arc::clone(&ctx.readiness), format!("connecting to {url}")),
         filters: config.subscribed_filters(&ctx.name),
         ctx,
@@ -192,16 +189,42 @@ pub fn spawn(ctx: ComponentContext, config: &MqttConfig) -> Result<(TargetSender
         },
         move |watching| publish::Publisher::new(endpoint, watching).run(rx),
     );
-    let span =
-        tracing::info_span!("endpoint", component_kind = "endpoint", component_type = "mqtt", component_id = %name);
     Ok((tx, tokio::spawn(task.instrument(span))))
+}
+
+impl Component for MqttConfig {
+    fn type_name(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn adapter(&self) -> Option<&AdapterSource> {
+        Some(&self.adapter)
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        Self::validate(self, path, problems);
+    }
+}
+
+impl endpoints::Endpoint for MqttConfig {
+    fn adapter_load(&self) -> Result<Option<AdapterLoad>, String> {
+        Ok(Some((self.adapter.clone(), self.adapter_settings.clone())))
+    }
+
+    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
+        Some(&mut self.adapter)
+    }
+
+    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
+        spawn(ctx, self)
+    }
 }
 
 impl Endpoint {
     /// True when the endpoint consumes: it has filters and routes leave it. Its
     /// session is then kept, also while the host stops its sources.
     fn routed(&self) -> bool {
-        !self.filters.is_empty() && !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty()
+        !self.filters.is_empty() && self.ctx.is_routed()
     }
 
     /// True when the endpoint should subscribe: it is [`routed`](Self::routed) and the

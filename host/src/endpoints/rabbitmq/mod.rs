@@ -22,7 +22,6 @@ mod consume;
 mod message;
 mod publish;
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,10 +42,12 @@ use tracing::Instrument;
 
 pub use config::{RabbitMqConfig, load_tls, parse_url};
 
-use crate::adapter::{self, Adapter};
-use crate::component::{ComponentContext, StartError};
+use crate::adapter::{self, Adapter, AdapterSource};
+use crate::component::{Component, ComponentContext, StartError};
+use crate::config::Problems;
 use crate::endpoints::ConsumerMode;
 use crate::endpoints::link::{self, Ended, Health};
+use crate::endpoints::{self, AdapterLoad};
 use crate::pipeline::TargetSender;
 
 /// How often a connected session checks that its connection and channel are alive.
@@ -169,15 +170,13 @@ fn step(what: impl Into<String>) -> impl FnOnce(lapin::Error) -> OpenError {
 /// When the adapter cannot be loaded, the TLS files cannot be read, or routes leave
 /// the endpoint but it has nothing to consume.
 pub fn spawn(ctx: ComponentContext, config: &RabbitMqConfig) -> Result<(TargetSender, JoinHandle<()>), StartError> {
-    let name = ctx.name.to_string();
-    let invalid = |message: String| StartError::Runtime(format!("endpoints.{name}: {message}"));
-    let adapter = ctx.adapters.load(&ctx.name, &config.adapter, adapter::Role::Endpoint, &config.adapter_settings())?;
-    ctx.readiness.watch_adapter(adapter.clone());
-    let uri = parse_url(config.url.expose()).map_err(&invalid)?;
-    let tls = load_tls(&config.tls).map_err(|e| invalid(format!("tls: {e}")))?;
-    let routed = !ctx.routes.snapshot().from_source(ctx.id).is_empty();
+    let span = ctx.endpoint_span("rabbitmq");
+    let adapter = ctx.load_adapter(&config.adapter, adapter::Role::Endpoint, &config.adapter_settings())?;
+    let uri = parse_url(config.url.expose()).map_err(|e| ctx.refuse(e))?;
+    let tls = load_tls(&config.tls).map_err(|e| ctx.refuse(format!("tls: {e}")))?;
+    let routed = ctx.is_routed();
     if routed && config.consumer == ConsumerMode::Broadcast && config.bind_exchange.is_none() {
-        return Err(invalid(String::from(
+        return Err(ctx.refuse(String::from(
             "routes leave this endpoint, so it consumes, but it has nothing to consume: set `bind_exchange` \
              (broadcast), or `consumer = \"shared\"` with `queue`",
         )));
@@ -187,11 +186,9 @@ pub fn spawn(ctx: ComponentContext, config: &RabbitMqConfig) -> Result<(TargetSe
         ConsumerMode::Broadcast => format!("mediation.{}.{}", ctx.name, ctx.host.instance_id()),
         ConsumerMode::Shared => config.queue.clone().unwrap_or_default(),
     };
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (&*ctx.name, &queue).hash(&mut hasher);
     let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity);
     let endpoint = Arc::new(Endpoint {
-        ordering_key: hasher.finish(),
+        ordering_key: ctx.ordering_key(&queue),
         health: Health::connecting(Arc::clone(&ctx.name), Arc::clone(&ctx.readiness), format!("connecting to {url}")),
         ctx,
         config: config.clone(),
@@ -208,9 +205,35 @@ pub fn spawn(ctx: ComponentContext, config: &RabbitMqConfig) -> Result<(TargetSe
         },
         move |watching| publish::Publisher::new(endpoint, watching).run(rx),
     );
-    let span =
-        tracing::info_span!("endpoint", component_kind = "endpoint", component_type = "rabbitmq", component_id = %name);
     Ok((tx, tokio::spawn(task.instrument(span))))
+}
+
+impl Component for RabbitMqConfig {
+    fn type_name(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    fn adapter(&self) -> Option<&AdapterSource> {
+        Some(&self.adapter)
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        Self::validate(self, path, problems);
+    }
+}
+
+impl endpoints::Endpoint for RabbitMqConfig {
+    fn adapter_load(&self) -> Result<Option<AdapterLoad>, String> {
+        Ok(Some((self.adapter.clone(), self.adapter_settings())))
+    }
+
+    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
+        Some(&mut self.adapter)
+    }
+
+    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
+        spawn(ctx, self)
+    }
 }
 
 impl Endpoint {
@@ -218,8 +241,7 @@ impl Endpoint {
     /// consume, and the host is not stopping its sources.
     fn wants_consumer(&self) -> bool {
         let can = self.config.consumer == ConsumerMode::Shared || self.config.bind_exchange.is_some();
-        can && !self.ctx.shutdown.sources.is_cancelled()
-            && !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty()
+        can && !self.ctx.shutdown.sources.is_cancelled() && self.ctx.is_routed()
     }
 
     /// Connects and opens the publishing channel and, when `consume`, the consumer of

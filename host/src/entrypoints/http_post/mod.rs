@@ -17,9 +17,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::Entrypoint;
 use super::request::{ordering_key, session};
-use crate::adapter::{CallContext, ErrorKind, Session};
+use super::{Entrypoint, EntrypointKind};
+use crate::adapter::{CallContext, Directions, ErrorKind, Session};
 use crate::bus::RunError;
 use crate::config::Problems;
 use crate::event::{Ack, DeliveryError, Event, EventId, Text};
@@ -45,9 +45,33 @@ const fn default_ack_timeout_ms() -> u64 {
     10_000
 }
 
-impl HttpPostConfig {
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
+impl EntrypointKind for HttpPostConfig {
+    fn type_name(&self) -> &'static str {
+        "http_post"
+    }
+
+    fn builtin_adapter(&self) -> &'static str {
+        "http-post"
+    }
+
+    fn needs(&self) -> (Directions, &'static str) {
+        (Directions::UPSTREAM, "decode request bodies (upstream)")
+    }
+
+    fn method(&self) -> &'static str {
+        "POST"
+    }
+
+    fn serves_events(&self) -> bool {
+        false
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
         problems.check(self.ack_timeout_ms > 0, format!("{path}.ack_timeout_ms"), "must be at least 1");
+    }
+
+    fn handler(&self, entrypoint: Entrypoint) -> Handler {
+        handler(entrypoint, self)
     }
 }
 
