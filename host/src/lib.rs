@@ -15,6 +15,7 @@ pub mod endpoints;
 pub mod entrypoints;
 pub mod event;
 pub mod host;
+pub mod mapping;
 pub mod metrics;
 pub mod packet_log;
 pub mod pipeline;

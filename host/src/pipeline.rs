@@ -14,11 +14,10 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 use tokio_util::sync::CancellationToken;
 
-use crate::adapter::{self, Adapter};
 use crate::event::{Ack, DeliveryError, Event, EventKind};
 use crate::metrics::{ComponentStats, Outcome};
 use crate::packet_log::{Packet, PacketLog};
-use crate::routing::{ComponentId, Components, Direction, Route, RouteTable, Routes};
+use crate::routing::{ComponentId, Components, Route, RouteTable, Routes};
 
 /// Events a worker takes from its shard at once. Bounds the time one route snapshot
 /// is held and how many packet lines are written per flush.
@@ -126,54 +125,10 @@ impl Recorder {
         event.settle(Err(error));
     }
 
-    /// Maps a target's `events` through its `adapter` in one call and returns the
-    /// outputs. Events the adapter refuses, and all of them when the call fails, are
-    /// finished here as adapter errors, each with its reason.
-    pub fn map_deliveries(
-        &self,
-        adapter: &Adapter,
-        direction: Direction,
-        ctx: &adapter::CallContext,
-        route: &Route,
-        events: Vec<Event>,
-        log: &mut Vec<u8>,
-    ) -> Vec<Event> {
-        let failed = |message: String| DeliveryError::Adapter { adapter: adapter.name().to_owned(), message };
-        let mapped = adapter.map(direction, ctx, events);
-        for (event, error) in mapped.refused {
-            self.finish(event, route, Err(failed(error.message)), log);
-        }
-        if let Some((events, error)) = mapped.failed {
-            for event in events {
-                self.finish(event, route, Err(failed(error.to_string())), log);
-            }
-        }
-        mapped.outputs
-    }
-
     /// Writes out the packet lines gathered in `log`.
     pub fn flush(&self, log: &mut Vec<u8>) {
         self.packet_log.flush(log);
     }
-}
-
-/// Splits a target's `batch` into runs of consecutive deliveries on the same route,
-/// keeping their order: an adapter call takes one route.
-pub fn runs_by_route(batch: &mut Vec<Delivery>) -> Vec<(Arc<Route>, Vec<Event>)> {
-    let mut runs: Vec<(Arc<Route>, Vec<Event>)> = Vec::new();
-    let total = batch.len();
-    for delivery in batch.drain(..) {
-        match runs.last_mut() {
-            Some((route, events)) if Arc::ptr_eq(route, &delivery.route) => events.push(delivery.event),
-            _ => {
-                // Most batches are one run; size it for the whole batch once.
-                let mut events = Vec::with_capacity(total);
-                events.push(delivery.event);
-                runs.push((delivery.route, events));
-            }
-        }
-    }
-    runs
 }
 
 /// What every bus worker shares.

@@ -40,12 +40,18 @@ pub enum ConsumerMode {
 /// ([`Component`]), which adapter it loads, and starts it. The host wires every
 /// endpoint through this trait; only [`EndpointConfig`] names the types.
 pub trait Endpoint: Component {
+    /// The settings its adapter is configured with: `adapter_settings`, plus what the
+    /// default adapter takes from the endpoint's own settings.
+    fn adapter_settings(&self) -> BTreeMap<String, String>;
+
     /// The adapter the endpoint loads when it starts and the settings it configures it
     /// with, so that `check` loads the same; `None` for an endpoint without one.
     ///
     /// # Errors
     /// Settings that do not translate into the adapter's.
-    fn adapter_load(&self) -> Result<Option<AdapterLoad>, String>;
+    fn adapter_load(&self) -> Result<Option<AdapterLoad>, String> {
+        Ok(self.adapter().map(|adapter| (adapter.clone(), self.adapter_settings())))
+    }
 
     /// The adapter reference, for path resolution.
     fn adapter_mut(&mut self) -> Option<&mut AdapterSource>;
@@ -122,6 +128,10 @@ impl Component for EndpointConfig {
 }
 
 impl Endpoint for EndpointConfig {
+    fn adapter_settings(&self) -> BTreeMap<String, String> {
+        self.endpoint().adapter_settings()
+    }
+
     fn adapter_load(&self) -> Result<Option<AdapterLoad>, String> {
         self.endpoint().adapter_load()
     }

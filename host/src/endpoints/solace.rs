@@ -62,12 +62,87 @@ impl Component for SolaceConfig {
         Some(&self.adapter)
     }
 
+    /// Reports every problem under `path`.
     fn validate(&self, path: &str, problems: &mut Problems) {
-        Self::validate(self, path, problems);
+        if let Err(e) = self.service() {
+            problems.add(format!("{path}.host"), e);
+        }
+        problems.check(!self.vpn.is_empty(), format!("{path}.vpn"), "must not be empty");
+        problems.check(self.max_message_bytes > 0, format!("{path}.max_message_bytes"), "must be at least 1");
+        let mqtt = self.transport == Transport::Mqtt;
+        if self.topic_out.is_some() && self.queue_out.is_some() {
+            problems.add(format!("{path}.queue_out"), "set `topic_out` or `queue_out`, not both");
+        }
+        if let Some(topic) = &self.topic_out
+            && let Err(e) = check_topic(topic)
+        {
+            problems.add(format!("{path}.topic_out"), e);
+        }
+        if let Some(queue) = &self.queue_out {
+            if mqtt {
+                problems
+                    .add(format!("{path}.queue_out"), "needs `transport = \"amqp\"`: MQTT publishes to topics only");
+            } else if let Err(e) = check_queue(queue) {
+                problems.add(format!("{path}.queue_out"), e);
+            }
+        }
+        if let Some(queue) = &self.queue_in {
+            if mqtt {
+                problems.add(
+                    format!("{path}.queue_in"),
+                    "needs `transport = \"amqp\"`: an MQTT client cannot bind to a Solace queue",
+                );
+            } else if let Err(e) = check_queue(queue) {
+                problems.add(format!("{path}.queue_in"), e);
+            }
+        }
+        for (i, subscription) in self.subscriptions.iter().enumerate() {
+            let checked = if mqtt {
+                solace_subscription_to_mqtt(subscription).map(drop)
+            } else {
+                check_subscription(subscription)
+            };
+            if let Err(e) = checked {
+                problems.add(format!("{path}.subscriptions[{i}]"), format!("`{subscription}`: {e}"));
+            }
+        }
+        let tls = self.service().ok().map(|s| s.tls);
+        self.tls.validate(&format!("{path}.tls"), tls, "tcps", problems);
+        if self.delivery == Delivery::Direct && !mqtt {
+            problems.add(
+                format!("{path}.delivery"),
+                "`direct` needs `transport = \"mqtt\"`: Solace's AMQP service carries guaranteed messages only",
+            );
+        }
     }
 }
 
 impl Endpoint for SolaceConfig {
+    /// The settings of the `builtin:solace` adapter that follow from the endpoint's,
+    /// with the operator's `adapter_settings` on top.
+    fn adapter_settings(&self) -> BTreeMap<String, String> {
+        let mut settings = BTreeMap::new();
+        settings.insert(String::from("transport"), String::from(self.transport.as_str()));
+        if let Some(topic) = &self.topic_out {
+            settings.insert(String::from("topic"), topic.clone());
+        }
+        if let Some(queue) = &self.queue_out {
+            settings.insert(String::from("destination_kind"), String::from("queue"));
+            settings.insert(String::from("queue"), queue.clone());
+        }
+        let mode = match self.delivery {
+            Delivery::Guaranteed => "persistent",
+            Delivery::Direct => "direct",
+        };
+        settings.insert(String::from("delivery_mode"), String::from(mode));
+        if self.adapter == default_adapter() {
+            settings.extend(self.adapter_settings.clone());
+            settings
+        } else {
+            self.adapter_settings.clone()
+        }
+    }
+
     fn adapter_load(&self) -> Result<Option<AdapterLoad>, String> {
         Ok(Some(match self.transport {
             Transport::Amqp => self.to_amqp().map(|a| (a.adapter.clone(), a.adapter_settings()))?,
@@ -181,60 +256,6 @@ struct Service {
 }
 
 impl SolaceConfig {
-    /// Reports every problem under `path`.
-    pub fn validate(&self, path: &str, problems: &mut Problems) {
-        if let Err(e) = self.service() {
-            problems.add(format!("{path}.host"), e);
-        }
-        problems.check(!self.vpn.is_empty(), format!("{path}.vpn"), "must not be empty");
-        problems.check(self.max_message_bytes > 0, format!("{path}.max_message_bytes"), "must be at least 1");
-        let mqtt = self.transport == Transport::Mqtt;
-        if self.topic_out.is_some() && self.queue_out.is_some() {
-            problems.add(format!("{path}.queue_out"), "set `topic_out` or `queue_out`, not both");
-        }
-        if let Some(topic) = &self.topic_out
-            && let Err(e) = check_topic(topic)
-        {
-            problems.add(format!("{path}.topic_out"), e);
-        }
-        if let Some(queue) = &self.queue_out {
-            if mqtt {
-                problems
-                    .add(format!("{path}.queue_out"), "needs `transport = \"amqp\"`: MQTT publishes to topics only");
-            } else if let Err(e) = check_queue(queue) {
-                problems.add(format!("{path}.queue_out"), e);
-            }
-        }
-        if let Some(queue) = &self.queue_in {
-            if mqtt {
-                problems.add(
-                    format!("{path}.queue_in"),
-                    "needs `transport = \"amqp\"`: an MQTT client cannot bind to a Solace queue",
-                );
-            } else if let Err(e) = check_queue(queue) {
-                problems.add(format!("{path}.queue_in"), e);
-            }
-        }
-        for (i, subscription) in self.subscriptions.iter().enumerate() {
-            let checked = if mqtt {
-                solace_subscription_to_mqtt(subscription).map(drop)
-            } else {
-                check_subscription(subscription)
-            };
-            if let Err(e) = checked {
-                problems.add(format!("{path}.subscriptions[{i}]"), format!("`{subscription}`: {e}"));
-            }
-        }
-        let tls = self.service().ok().map(|s| s.tls);
-        self.tls.validate(&format!("{path}.tls"), tls, "tcps", problems);
-        if self.delivery == Delivery::Direct && !mqtt {
-            problems.add(
-                format!("{path}.delivery"),
-                "`direct` needs `transport = \"mqtt\"`: Solace's AMQP service carries guaranteed messages only",
-            );
-        }
-    }
-
     /// Parses `host` into the service to connect to.
     fn service(&self) -> Result<Service, String> {
         let (scheme, rest) = match self.host.split_once("://") {
@@ -279,31 +300,6 @@ impl SolaceConfig {
     fn label(&self, service: &Service, scheme: &str) -> String {
         let user = self.username.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
         format!("Solace VPN `{}` at {scheme}://{user}{}:{}", self.vpn, service.name, service.port)
-    }
-
-    /// The settings of the `builtin:solace` adapter that follow from the endpoint's,
-    /// with the operator's `adapter_settings` on top.
-    fn adapter_settings(&self) -> BTreeMap<String, String> {
-        let mut settings = BTreeMap::new();
-        settings.insert(String::from("transport"), String::from(self.transport.as_str()));
-        if let Some(topic) = &self.topic_out {
-            settings.insert(String::from("topic"), topic.clone());
-        }
-        if let Some(queue) = &self.queue_out {
-            settings.insert(String::from("destination_kind"), String::from("queue"));
-            settings.insert(String::from("queue"), queue.clone());
-        }
-        let mode = match self.delivery {
-            Delivery::Guaranteed => "persistent",
-            Delivery::Direct => "direct",
-        };
-        settings.insert(String::from("delivery_mode"), String::from(mode));
-        if self.adapter == default_adapter() {
-            settings.extend(self.adapter_settings.clone());
-            settings
-        } else {
-            self.adapter_settings.clone()
-        }
     }
 
     /// The AMQP 1.0 endpoint that serves this one (`transport = "amqp"`).

@@ -9,10 +9,11 @@ use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt, join_all};
 use futures_util::stream::FuturesOrdered;
 
-use crate::adapter::{self, Adapter};
+use crate::adapter::Adapter;
 use crate::component::ComponentContext;
 use crate::event::{DeliveryError, Event};
-use crate::pipeline::{Delivery, TargetReceiver, runs_by_route};
+use crate::mapping;
+use crate::pipeline::{Delivery, TargetReceiver};
 use crate::routing::{Direction, Route};
 
 /// One record on its way to the broker.
@@ -53,9 +54,8 @@ impl Batches {
             return None;
         }
         let mut pending = Vec::with_capacity(self.batch.len());
-        for (route, events) in runs_by_route(&mut self.batch) {
-            let call = adapter::route_context(route.index);
-            let records = ctx.recorder.map_deliveries(adapter, Direction::Upstream, &call, &route, events, log);
+        let runs = mapping::map_batch(&ctx.recorder, Some(adapter), Direction::Upstream, &mut self.batch, log);
+        for (route, records) in runs {
             for record in records {
                 // The body, as brokers and their clients count a message's size limit.
                 let size = record.payload.len();

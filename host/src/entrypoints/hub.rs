@@ -17,10 +17,11 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::adapter::{self, Adapter};
+use crate::adapter::Adapter;
 use crate::config::Problems;
 use crate::event::{Event, Header, Text};
-use crate::pipeline::{Recorder, TargetReceiver, runs_by_route};
+use crate::mapping;
+use crate::pipeline::{Recorder, TargetReceiver};
 use crate::routing::{ComponentId, Direction};
 
 /// The event header that targets an event at one client (request/reply): only the
@@ -357,23 +358,14 @@ impl Hub {
         let mut log = Vec::new();
         let mut acks = Vec::with_capacity(self.config.max_batch);
         while queue.recv_many(&mut batch, self.config.max_batch).await > 0 {
-            let mut next = self.head();
-            for (route, mut events) in runs_by_route(&mut batch) {
-                for event in &mut events {
-                    event.sequence = next;
-                    next += 1;
-                }
-                // Filters and targeting look at the event as it came from its source: the
-                // encoded frame need not carry its headers or destination.
-                let sources: Vec<Source> = events.iter().map(Source::of).collect();
-                let frames = recorder.map_deliveries(
-                    &adapter,
-                    Direction::Downstream,
-                    &adapter::route_context(route.index),
-                    &route,
-                    events,
-                    &mut log,
-                );
+            for (sequence, delivery) in (self.head()..).zip(batch.iter_mut()) {
+                delivery.event.sequence = sequence;
+            }
+            // Filters and targeting look at the event as it came from its source: the
+            // encoded frame need not carry its headers or destination.
+            let sources: Vec<Source> = batch.iter().map(|d| Source::of(&d.event)).collect();
+            let runs = mapping::map_batch(&recorder, Some(&adapter), Direction::Downstream, &mut batch, &mut log);
+            for (route, frames) in runs {
                 let entries: Vec<Entry> = frames.iter().map(|frame| entry(frame, &sources)).collect();
                 self.append(entries);
                 acks.extend(frames.into_iter().filter_map(|frame| recorder.delivered(frame, &route, &mut log)));

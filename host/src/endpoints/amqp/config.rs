@@ -9,10 +9,14 @@ use std::collections::BTreeMap;
 use rustls_pki_types::ServerName;
 use serde::Deserialize;
 
+use tokio::task::JoinHandle;
+
 use crate::adapter::AdapterSource;
+use crate::component::{Component, ComponentContext, StartError};
 use crate::config::{Problems, Secret, redact_url};
-use crate::endpoints::ConsumerMode;
 use crate::endpoints::tls::TlsFiles;
+use crate::endpoints::{ConsumerMode, Endpoint};
+use crate::pipeline::TargetSender;
 
 /// The AMQP 1.0 endpoint's settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -221,76 +225,9 @@ pub(super) struct Broker {
 }
 
 impl AmqpConfig {
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
-        let tls = match parse_url(self.url.expose()) {
-            Ok(url) => Some(url.scheme() == "amqps"),
-            Err(message) => {
-                problems.add(format!("{path}.url"), message);
-                None
-            }
-        };
-        problems.check(
-            self.password.is_none() || self.username.is_some(),
-            format!("{path}.password"),
-            "needs `username`",
-        );
-        for (field, value) in [
-            ("queue_capacity", self.queue_capacity as u64),
-            ("max_batch", self.max_batch as u64),
-            ("send_timeout_ms", self.send_timeout_ms),
-            ("connect_timeout_ms", self.connect_timeout_ms),
-            ("max_message_bytes", self.max_message_bytes),
-            ("prefetch", u64::from(self.prefetch)),
-        ] {
-            problems.check(value > 0, format!("{path}.{field}"), "must be at least 1");
-        }
-        let overlap = !self.queue_prefix.is_empty()
-            && !self.topic_prefix.is_empty()
-            && (self.queue_prefix.starts_with(&self.topic_prefix) || self.topic_prefix.starts_with(&self.queue_prefix));
-        problems.check(
-            !overlap,
-            format!("{path}.topic_prefix"),
-            format!("`{}` and `queue_prefix` `{}` overlap", self.topic_prefix, self.queue_prefix),
-        );
-        for (field, names) in [("queues", &self.queues), ("topics", &self.topics)] {
-            for (i, name) in names.iter().enumerate() {
-                problems.check(!name.is_empty(), format!("{path}.{field}[{i}]"), "must not be empty");
-            }
-        }
-        if let Some(subscription) = &self.subscription {
-            problems.check(!subscription.is_empty(), format!("{path}.subscription"), "must not be empty");
-        }
-        if self.is_default_adapter() {
-            for field in ["queue_prefix", "topic_prefix"] {
-                problems.check(
-                    !self.adapter_settings.contains_key(field),
-                    format!("{path}.adapter_settings.{field}"),
-                    format!("the endpoint's `{field}` is already the default adapter's; set only that one"),
-                );
-            }
-        }
-        self.tls.validate(&format!("{path}.tls"), tls, "amqps", problems);
-        problems.check(
-            self.tls_server_name.is_none() || tls != Some(false),
-            format!("{path}.tls_server_name"),
-            "TLS settings need a TLS url (`amqps://`)",
-        );
-    }
-
     /// True when the adapter is the default `builtin:jms`.
     fn is_default_adapter(&self) -> bool {
         matches!(&self.adapter, AdapterSource::Builtin(name) if name == "jms")
-    }
-
-    /// The adapter's settings: `adapter_settings`, plus the prefixes for the default adapter.
-    #[must_use]
-    pub fn adapter_settings(&self) -> BTreeMap<String, String> {
-        let mut settings = self.adapter_settings.clone();
-        if self.is_default_adapter() {
-            settings.insert(String::from("queue_prefix"), self.queue_prefix.clone());
-            settings.insert(String::from("topic_prefix"), self.topic_prefix.clone());
-        }
-        settings
     }
 
     /// The broker address as logs may show it.
@@ -387,6 +324,92 @@ pub fn parse_url(text: &str) -> Result<url::Url, String> {
         return Err(format!("not a valid AMQP URL (no host): {redacted}"));
     }
     Ok(url)
+}
+
+impl Component for AmqpConfig {
+    fn type_name(&self) -> &'static str {
+        "amqp"
+    }
+
+    fn adapter(&self) -> Option<&AdapterSource> {
+        Some(&self.adapter)
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        let tls = match parse_url(self.url.expose()) {
+            Ok(url) => Some(url.scheme() == "amqps"),
+            Err(message) => {
+                problems.add(format!("{path}.url"), message);
+                None
+            }
+        };
+        problems.check(
+            self.password.is_none() || self.username.is_some(),
+            format!("{path}.password"),
+            "needs `username`",
+        );
+        for (field, value) in [
+            ("queue_capacity", self.queue_capacity as u64),
+            ("max_batch", self.max_batch as u64),
+            ("send_timeout_ms", self.send_timeout_ms),
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("max_message_bytes", self.max_message_bytes),
+            ("prefetch", u64::from(self.prefetch)),
+        ] {
+            problems.check(value > 0, format!("{path}.{field}"), "must be at least 1");
+        }
+        let overlap = !self.queue_prefix.is_empty()
+            && !self.topic_prefix.is_empty()
+            && (self.queue_prefix.starts_with(&self.topic_prefix) || self.topic_prefix.starts_with(&self.queue_prefix));
+        problems.check(
+            !overlap,
+            format!("{path}.topic_prefix"),
+            format!("`{}` and `queue_prefix` `{}` overlap", self.topic_prefix, self.queue_prefix),
+        );
+        for (field, names) in [("queues", &self.queues), ("topics", &self.topics)] {
+            for (i, name) in names.iter().enumerate() {
+                problems.check(!name.is_empty(), format!("{path}.{field}[{i}]"), "must not be empty");
+            }
+        }
+        if let Some(subscription) = &self.subscription {
+            problems.check(!subscription.is_empty(), format!("{path}.subscription"), "must not be empty");
+        }
+        if self.is_default_adapter() {
+            for field in ["queue_prefix", "topic_prefix"] {
+                problems.check(
+                    !self.adapter_settings.contains_key(field),
+                    format!("{path}.adapter_settings.{field}"),
+                    format!("the endpoint's `{field}` is already the default adapter's; set only that one"),
+                );
+            }
+        }
+        self.tls.validate(&format!("{path}.tls"), tls, "amqps", problems);
+        problems.check(
+            self.tls_server_name.is_none() || tls != Some(false),
+            format!("{path}.tls_server_name"),
+            "TLS settings need a TLS url (`amqps://`)",
+        );
+    }
+}
+
+impl Endpoint for AmqpConfig {
+    /// The adapter's settings: `adapter_settings`, plus the prefixes for the default adapter.
+    fn adapter_settings(&self) -> BTreeMap<String, String> {
+        let mut settings = self.adapter_settings.clone();
+        if self.is_default_adapter() {
+            settings.insert(String::from("queue_prefix"), self.queue_prefix.clone());
+            settings.insert(String::from("topic_prefix"), self.topic_prefix.clone());
+        }
+        settings
+    }
+
+    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
+        Some(&mut self.adapter)
+    }
+
+    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
+        super::spawn(ctx, self)
+    }
 }
 
 #[cfg(test)]

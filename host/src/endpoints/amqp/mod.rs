@@ -49,11 +49,10 @@ pub use config::{AmqpConfig, DeliveryMode, parse_url};
 
 use crate::endpoints::ConsumerMode;
 
-use crate::adapter::{self, Adapter, AdapterSource};
-use crate::component::{Component, ComponentContext, StartError};
-use crate::config::Problems;
+use crate::adapter::{self, Adapter};
+use crate::component::{ComponentContext, StartError};
+use crate::endpoints::Endpoint as _;
 use crate::endpoints::link::{self, Ended, Health};
-use crate::endpoints::{self, AdapterLoad};
 use crate::pipeline::TargetSender;
 
 /// How often a connected session checks whether routes from the endpoint changed.
@@ -222,34 +221,6 @@ pub fn spawn(ctx: ComponentContext, config: &AmqpConfig) -> Result<(TargetSender
         move |watching| publish::Publisher::new(endpoint, watching).run(rx),
     );
     Ok((tx, tokio::spawn(task.instrument(span))))
-}
-
-impl Component for AmqpConfig {
-    fn type_name(&self) -> &'static str {
-        "amqp"
-    }
-
-    fn adapter(&self) -> Option<&AdapterSource> {
-        Some(&self.adapter)
-    }
-
-    fn validate(&self, path: &str, problems: &mut Problems) {
-        Self::validate(self, path, problems);
-    }
-}
-
-impl endpoints::Endpoint for AmqpConfig {
-    fn adapter_load(&self) -> Result<Option<AdapterLoad>, String> {
-        Ok(Some((self.adapter.clone(), self.adapter_settings())))
-    }
-
-    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
-        Some(&mut self.adapter)
-    }
-
-    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
-        spawn(ctx, self)
-    }
 }
 
 impl Endpoint {

@@ -6,10 +6,14 @@ use std::path::PathBuf;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
+use tokio::task::JoinHandle;
+
 use crate::adapter::AdapterSource;
+use crate::component::{Component, ComponentContext, StartError};
 use crate::config::{Problems, Secret};
-use crate::endpoints::ConsumerMode;
 use crate::endpoints::tls::TlsFiles;
+use crate::endpoints::{ConsumerMode, Endpoint};
+use crate::pipeline::TargetSender;
 
 /// The longest topic name Kafka accepts.
 const MAX_TOPIC_CHARS: usize = 249;
@@ -259,87 +263,9 @@ const fn default_max_batch() -> usize {
 }
 
 impl KafkaConfig {
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
-        problems.check(
-            self.brokers.split(',').any(|b| !b.trim().is_empty()),
-            format!("{path}.brokers"),
-            "must name at least one `host:port`",
-        );
-        if let Some(topic) = &self.topic
-            && let Err(e) = check_topic(topic)
-        {
-            problems.add(format!("{path}.topic"), e);
-        }
-        for (i, topic) in self.topics.iter().enumerate() {
-            if let Err(e) = check_topic(topic) {
-                problems.add(format!("{path}.topics[{i}]"), e);
-            }
-        }
-        problems.check(self.queue_capacity > 0, format!("{path}.queue_capacity"), "must be at least 1");
-        problems.check(self.max_batch > 0, format!("{path}.max_batch"), "must be at least 1");
-        problems.check(self.delivery_timeout_ms > 0, format!("{path}.delivery_timeout_ms"), "must be at least 1");
-        problems.check(self.connect_timeout_ms > 0, format!("{path}.connect_timeout_ms"), "must be at least 1");
-        problems.check(self.commit_interval_ms > 0, format!("{path}.commit_interval_ms"), "must be at least 1");
-        problems.check(
-            self.max_poll_interval_ms >= 3_000,
-            format!("{path}.max_poll_interval_ms"),
-            "must be at least 3000: the consumer polls at a third of it while paused",
-        );
-        problems.check(
-            !self.idempotent || self.acks == Acks::All,
-            format!("{path}.idempotent"),
-            "the idempotent producer needs `acks = \"all\"`; set `idempotent = false` to use fewer acks",
-        );
-        match (self.consumer, &self.group_id) {
-            (ConsumerMode::Shared, None) => problems.add(
-                format!("{path}.group_id"),
-                "`consumer = \"shared\"` consumes in one group across replicas; set `group_id`",
-            ),
-            (_, Some(group)) => problems.check(!group.is_empty(), format!("{path}.group_id"), "must not be empty"),
-            (ConsumerMode::Broadcast, None) => {}
-        }
-        for (table, properties) in [
-            ("properties", &self.properties),
-            ("producer_properties", &self.producer_properties),
-            ("consumer_properties", &self.consumer_properties),
-        ] {
-            for name in properties.keys().filter(|name| OWN_PROPERTIES.contains(&name.as_str())) {
-                problems.add(
-                    format!("{path}.{table}.{name}"),
-                    "is set by the endpoint's own settings (brokers, sasl, tls, consumer, group_id, acks, \
-                     idempotent, delivery_timeout_ms, commit_interval_ms, max_poll_interval_ms); set it there",
-                );
-            }
-        }
-        if self.topic.is_some() && self.is_default_adapter() && self.adapter_settings.contains_key("topic") {
-            problems.add(
-                format!("{path}.adapter_settings.topic"),
-                "the endpoint's `topic` is already the default adapter's `topic` setting; set only one",
-            );
-        }
-        if let Some(sasl) = &self.sasl {
-            problems.check(!sasl.username.is_empty(), format!("{path}.sasl.username"), "must not be empty");
-        }
-        if let Some(tls) = &self.tls {
-            tls.validate(&format!("{path}.tls"), problems);
-        }
-    }
-
     /// True when the adapter is the default `builtin:kafka`.
     fn is_default_adapter(&self) -> bool {
         matches!(&self.adapter, AdapterSource::Builtin(name) if name == "kafka")
-    }
-
-    /// The adapter's settings: `adapter_settings`, plus `topic` for the default adapter.
-    #[must_use]
-    pub fn adapter_settings(&self) -> BTreeMap<String, String> {
-        let mut settings = self.adapter_settings.clone();
-        if let Some(topic) = &self.topic
-            && self.is_default_adapter()
-        {
-            settings.entry(String::from("topic")).or_insert_with(|| topic.clone());
-        }
-        settings
     }
 
     /// The topics consumed: `topics`, else `topic`.
@@ -473,6 +399,103 @@ fn check_topic(topic: &str) -> Result<(), String> {
              `-`, and not `.` or `..`)",
             topic.escape_debug()
         ))
+    }
+}
+
+impl Component for KafkaConfig {
+    fn type_name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn adapter(&self) -> Option<&AdapterSource> {
+        Some(&self.adapter)
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        problems.check(
+            self.brokers.split(',').any(|b| !b.trim().is_empty()),
+            format!("{path}.brokers"),
+            "must name at least one `host:port`",
+        );
+        if let Some(topic) = &self.topic
+            && let Err(e) = check_topic(topic)
+        {
+            problems.add(format!("{path}.topic"), e);
+        }
+        for (i, topic) in self.topics.iter().enumerate() {
+            if let Err(e) = check_topic(topic) {
+                problems.add(format!("{path}.topics[{i}]"), e);
+            }
+        }
+        problems.check(self.queue_capacity > 0, format!("{path}.queue_capacity"), "must be at least 1");
+        problems.check(self.max_batch > 0, format!("{path}.max_batch"), "must be at least 1");
+        problems.check(self.delivery_timeout_ms > 0, format!("{path}.delivery_timeout_ms"), "must be at least 1");
+        problems.check(self.connect_timeout_ms > 0, format!("{path}.connect_timeout_ms"), "must be at least 1");
+        problems.check(self.commit_interval_ms > 0, format!("{path}.commit_interval_ms"), "must be at least 1");
+        problems.check(
+            self.max_poll_interval_ms >= 3_000,
+            format!("{path}.max_poll_interval_ms"),
+            "must be at least 3000: the consumer polls at a third of it while paused",
+        );
+        problems.check(
+            !self.idempotent || self.acks == Acks::All,
+            format!("{path}.idempotent"),
+            "the idempotent producer needs `acks = \"all\"`; set `idempotent = false` to use fewer acks",
+        );
+        match (self.consumer, &self.group_id) {
+            (ConsumerMode::Shared, None) => problems.add(
+                format!("{path}.group_id"),
+                "`consumer = \"shared\"` consumes in one group across replicas; set `group_id`",
+            ),
+            (_, Some(group)) => problems.check(!group.is_empty(), format!("{path}.group_id"), "must not be empty"),
+            (ConsumerMode::Broadcast, None) => {}
+        }
+        for (table, properties) in [
+            ("properties", &self.properties),
+            ("producer_properties", &self.producer_properties),
+            ("consumer_properties", &self.consumer_properties),
+        ] {
+            for name in properties.keys().filter(|name| OWN_PROPERTIES.contains(&name.as_str())) {
+                problems.add(
+                    format!("{path}.{table}.{name}"),
+                    "is set by the endpoint's own settings (brokers, sasl, tls, consumer, group_id, acks, \
+                     idempotent, delivery_timeout_ms, commit_interval_ms, max_poll_interval_ms); set it there",
+                );
+            }
+        }
+        if self.topic.is_some() && self.is_default_adapter() && self.adapter_settings.contains_key("topic") {
+            problems.add(
+                format!("{path}.adapter_settings.topic"),
+                "the endpoint's `topic` is already the default adapter's `topic` setting; set only one",
+            );
+        }
+        if let Some(sasl) = &self.sasl {
+            problems.check(!sasl.username.is_empty(), format!("{path}.sasl.username"), "must not be empty");
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate(&format!("{path}.tls"), problems);
+        }
+    }
+}
+
+impl Endpoint for KafkaConfig {
+    /// The adapter's settings: `adapter_settings`, plus `topic` for the default adapter.
+    fn adapter_settings(&self) -> BTreeMap<String, String> {
+        let mut settings = self.adapter_settings.clone();
+        if let Some(topic) = &self.topic
+            && self.is_default_adapter()
+        {
+            settings.entry(String::from("topic")).or_insert_with(|| topic.clone());
+        }
+        settings
+    }
+
+    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
+        Some(&mut self.adapter)
+    }
+
+    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
+        super::spawn(ctx, self)
     }
 }
 

@@ -46,11 +46,10 @@ pub use config::{Acks, Compression, KafkaConfig, OffsetReset, SaslConfig, SaslMe
 
 use crate::endpoints::ConsumerMode;
 
-use crate::adapter::{self, Adapter, AdapterSource};
-use crate::component::{Component, ComponentContext, StartError};
-use crate::config::Problems;
+use crate::adapter::{self, Adapter};
+use crate::component::{ComponentContext, StartError};
+use crate::endpoints::Endpoint as _;
 use crate::endpoints::link::{Backoff, Health};
-use crate::endpoints::{self, AdapterLoad};
 use crate::pipeline::TargetSender;
 
 /// How often a healthy endpoint proves with a metadata request that a broker answers.
@@ -253,34 +252,6 @@ pub fn spawn(ctx: ComponentContext, config: &KafkaConfig) -> Result<(TargetSende
         }
     };
     Ok((tx, tokio::spawn(task.instrument(span))))
-}
-
-impl Component for KafkaConfig {
-    fn type_name(&self) -> &'static str {
-        "kafka"
-    }
-
-    fn adapter(&self) -> Option<&AdapterSource> {
-        Some(&self.adapter)
-    }
-
-    fn validate(&self, path: &str, problems: &mut Problems) {
-        Self::validate(self, path, problems);
-    }
-}
-
-impl endpoints::Endpoint for KafkaConfig {
-    fn adapter_load(&self) -> Result<Option<AdapterLoad>, String> {
-        Ok(Some((self.adapter.clone(), self.adapter_settings())))
-    }
-
-    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
-        Some(&mut self.adapter)
-    }
-
-    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
-        spawn(ctx, self)
-    }
 }
 
 impl Endpoint {

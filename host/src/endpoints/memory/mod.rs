@@ -19,9 +19,10 @@ use tokio::task::JoinHandle;
 use crate::adapter::{self, Adapter, AdapterSource};
 use crate::component::{Component, ComponentContext, StartError};
 use crate::config::Problems;
-use crate::endpoints::{AdapterLoad, Endpoint};
+use crate::endpoints::Endpoint;
 use crate::event::{DeliveryError, Event};
-use crate::pipeline::{Delivery, Pipeline, TargetReceiver, TargetSender, runs_by_route};
+use crate::mapping;
+use crate::pipeline::{Delivery, Pipeline, TargetReceiver, TargetSender};
 use crate::routing::Direction;
 
 /// `type = "memory"`.
@@ -67,8 +68,8 @@ impl Component for MemoryConfig {
 }
 
 impl Endpoint for MemoryConfig {
-    fn adapter_load(&self) -> Result<Option<AdapterLoad>, String> {
-        Ok(self.adapter.clone().map(|a| (a, self.adapter_settings.clone())))
+    fn adapter_settings(&self) -> BTreeMap<String, String> {
+        self.adapter_settings.clone()
     }
 
     fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
@@ -139,15 +140,9 @@ impl MemoryTopic {
     }
 
     async fn handle(&self, batch: &mut Vec<Delivery>, pipeline: Option<&Pipeline>, log: &mut Vec<u8>) {
-        let subscribed = !self.ctx.routes.snapshot().from_source(self.ctx.id).is_empty();
-        for (route, events) in runs_by_route(batch) {
-            let events = match &self.adapter {
-                None => events,
-                Some(adapter) => {
-                    let ctx = adapter::route_context(route.index);
-                    self.ctx.recorder.map_deliveries(adapter, Direction::Upstream, &ctx, &route, events, log)
-                }
-            };
+        let subscribed = self.ctx.is_routed();
+        let runs = mapping::map_batch(&self.ctx.recorder, self.adapter.as_ref(), Direction::Upstream, batch, log);
+        for (route, events) in runs {
             for mut event in events {
                 let result = match pipeline {
                     _ if !subscribed => Ok(()),

@@ -10,10 +10,14 @@ use std::collections::BTreeMap;
 use rumqttc::v5::mqttbytes::QoS;
 use serde::Deserialize;
 
+use tokio::task::JoinHandle;
+
 use crate::adapter::AdapterSource;
+use crate::component::{Component, ComponentContext, StartError};
 use crate::config::{Problems, Secret};
-use crate::endpoints::ConsumerMode;
 use crate::endpoints::tls::TlsFiles;
+use crate::endpoints::{ConsumerMode, Endpoint};
+use crate::pipeline::TargetSender;
 
 /// The port of `mqtt://` without one.
 const MQTT_PORT: u16 = 1883;
@@ -185,64 +189,6 @@ impl MqttConfig {
         }
     }
 
-    /// Reports every problem of the settings under the TOML path `path`.
-    pub fn validate(&self, path: &str, problems: &mut Problems) {
-        let tls = match parse_url(&self.url) {
-            Ok(address) => Some(address.tls),
-            Err(message) => {
-                problems.add(format!("{path}.url"), message);
-                None
-            }
-        };
-        problems.check(self.qos <= 2, format!("{path}.qos"), "must be 0, 1 or 2");
-        problems.check(self.subscription_qos <= 2, format!("{path}.subscription_qos"), "must be 0, 1 or 2");
-        problems.check(
-            (1..=MAX_PACKET_BYTES).contains(&self.max_message_bytes),
-            format!("{path}.max_message_bytes"),
-            format!("must be from 1 to {MAX_PACKET_BYTES} (the largest MQTT packet)"),
-        );
-        problems.check(self.queue_capacity > 0, format!("{path}.queue_capacity"), "must be at least 1");
-        problems.check(self.max_batch > 0, format!("{path}.max_batch"), "must be at least 1");
-        problems.check(self.confirm_timeout_ms > 0, format!("{path}.confirm_timeout_ms"), "must be at least 1");
-        problems.check(self.connect_timeout_ms > 0, format!("{path}.connect_timeout_ms"), "must be at least 1");
-        problems.check(self.keep_alive_s >= 5, format!("{path}.keep_alive_s"), "must be at least 5");
-        problems.check(
-            self.receive_maximum > 0,
-            format!("{path}.receive_maximum"),
-            "must be at least 1: MQTT 5 forbids 0",
-        );
-        problems.check(
-            self.password.is_none() || self.username.is_some(),
-            format!("{path}.password"),
-            "needs `username`",
-        );
-        if let Some(client_id) = &self.client_id {
-            problems.check(
-                !client_id.is_empty() && !client_id.contains('\0'),
-                format!("{path}.client_id"),
-                "must not be empty or contain U+0000",
-            );
-        }
-        if let Some(group) = &self.share_group {
-            problems.check(
-                !group.is_empty() && !group.contains(['/', '+', '#', '\0']),
-                format!("{path}.share_group"),
-                format!("`{group}` must not be empty or contain `/`, `+`, `#` or U+0000"),
-            );
-        }
-        problems.check(
-            self.consumer == ConsumerMode::Shared || self.share_group.is_none(),
-            format!("{path}.share_group"),
-            "is for `consumer = \"shared\"`",
-        );
-        for (i, filter) in self.subscriptions.iter().enumerate() {
-            if let Err(message) = check_filter(filter) {
-                problems.add(format!("{path}.subscriptions[{i}]"), message);
-            }
-        }
-        self.tls.validate(&format!("{path}.tls"), tls, "mqtts", problems);
-    }
-
     /// The client id of this host instance.
     #[must_use]
     pub fn client_id(&self, endpoint: &str, instance_id: &str) -> String {
@@ -322,6 +268,88 @@ pub fn parse_url(text: &str) -> Result<BrokerAddress, String> {
     }
     let port = url.port().unwrap_or(if tls { MQTTS_PORT } else { MQTT_PORT });
     Ok(BrokerAddress { host, port, tls })
+}
+
+impl Component for MqttConfig {
+    fn type_name(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn adapter(&self) -> Option<&AdapterSource> {
+        Some(&self.adapter)
+    }
+
+    /// Reports every problem of the settings under the TOML path `path`.
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        let tls = match parse_url(&self.url) {
+            Ok(address) => Some(address.tls),
+            Err(message) => {
+                problems.add(format!("{path}.url"), message);
+                None
+            }
+        };
+        problems.check(self.qos <= 2, format!("{path}.qos"), "must be 0, 1 or 2");
+        problems.check(self.subscription_qos <= 2, format!("{path}.subscription_qos"), "must be 0, 1 or 2");
+        problems.check(
+            (1..=MAX_PACKET_BYTES).contains(&self.max_message_bytes),
+            format!("{path}.max_message_bytes"),
+            format!("must be from 1 to {MAX_PACKET_BYTES} (the largest MQTT packet)"),
+        );
+        problems.check(self.queue_capacity > 0, format!("{path}.queue_capacity"), "must be at least 1");
+        problems.check(self.max_batch > 0, format!("{path}.max_batch"), "must be at least 1");
+        problems.check(self.confirm_timeout_ms > 0, format!("{path}.confirm_timeout_ms"), "must be at least 1");
+        problems.check(self.connect_timeout_ms > 0, format!("{path}.connect_timeout_ms"), "must be at least 1");
+        problems.check(self.keep_alive_s >= 5, format!("{path}.keep_alive_s"), "must be at least 5");
+        problems.check(
+            self.receive_maximum > 0,
+            format!("{path}.receive_maximum"),
+            "must be at least 1: MQTT 5 forbids 0",
+        );
+        problems.check(
+            self.password.is_none() || self.username.is_some(),
+            format!("{path}.password"),
+            "needs `username`",
+        );
+        if let Some(client_id) = &self.client_id {
+            problems.check(
+                !client_id.is_empty() && !client_id.contains('\0'),
+                format!("{path}.client_id"),
+                "must not be empty or contain U+0000",
+            );
+        }
+        if let Some(group) = &self.share_group {
+            problems.check(
+                !group.is_empty() && !group.contains(['/', '+', '#', '\0']),
+                format!("{path}.share_group"),
+                format!("`{group}` must not be empty or contain `/`, `+`, `#` or U+0000"),
+            );
+        }
+        problems.check(
+            self.consumer == ConsumerMode::Shared || self.share_group.is_none(),
+            format!("{path}.share_group"),
+            "is for `consumer = \"shared\"`",
+        );
+        for (i, filter) in self.subscriptions.iter().enumerate() {
+            if let Err(message) = check_filter(filter) {
+                problems.add(format!("{path}.subscriptions[{i}]"), message);
+            }
+        }
+        self.tls.validate(&format!("{path}.tls"), tls, "mqtts", problems);
+    }
+}
+
+impl Endpoint for MqttConfig {
+    fn adapter_settings(&self) -> BTreeMap<String, String> {
+        self.adapter_settings.clone()
+    }
+
+    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
+        Some(&mut self.adapter)
+    }
+
+    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
+        super::spawn(ctx, self)
+    }
 }
 
 #[cfg(test)]

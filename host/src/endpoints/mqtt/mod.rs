@@ -42,11 +42,9 @@ use tracing::Instrument;
 pub use config::{BrokerAddress, MqttConfig, check_filter, parse_url, qos};
 use publish::{Answer, Inflight};
 
-use crate::adapter::{self, Adapter, AdapterSource};
-use crate::component::{Component, ComponentContext, StartError};
-use crate::config::Problems;
+use crate::adapter::{self, Adapter};
+use crate::component::{ComponentContext, StartError};
 use crate::endpoints::link::{self, Ended, Health};
-use crate::endpoints::{self, AdapterLoad};
 use crate::pipeline::TargetSender;
 
 /// How often a connected session checks whether the routes still want it to consume.
@@ -190,34 +188,6 @@ pub fn spawn(ctx: ComponentContext, config: &MqttConfig) -> Result<(TargetSender
         move |watching| publish::Publisher::new(endpoint, watching).run(rx),
     );
     Ok((tx, tokio::spawn(task.instrument(span))))
-}
-
-impl Component for MqttConfig {
-    fn type_name(&self) -> &'static str {
-        "mqtt"
-    }
-
-    fn adapter(&self) -> Option<&AdapterSource> {
-        Some(&self.adapter)
-    }
-
-    fn validate(&self, path: &str, problems: &mut Problems) {
-        Self::validate(self, path, problems);
-    }
-}
-
-impl endpoints::Endpoint for MqttConfig {
-    fn adapter_load(&self) -> Result<Option<AdapterLoad>, String> {
-        Ok(Some((self.adapter.clone(), self.adapter_settings.clone())))
-    }
-
-    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
-        Some(&mut self.adapter)
-    }
-
-    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
-        spawn(ctx, self)
-    }
 }
 
 impl Endpoint {

@@ -8,10 +8,14 @@ use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use serde::Deserialize;
 
+use tokio::task::JoinHandle;
+
 use crate::adapter::AdapterSource;
+use crate::component::{Component, ComponentContext, StartError};
 use crate::config::{Problems, Secret, redact_url};
-use crate::endpoints::ConsumerMode;
 use crate::endpoints::tls::TlsFiles;
+use crate::endpoints::{ConsumerMode, Endpoint};
+use crate::pipeline::TargetSender;
 
 /// The longest AMQP 0-9-1 short string (exchange, queue and routing key names).
 const MAX_SHORT_STRING: usize = 255;
@@ -121,7 +125,69 @@ const fn default_prefetch() -> u16 {
 }
 
 impl RabbitMqConfig {
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
+    /// True when the adapter is the default `builtin:rabbitmq`.
+    fn is_default_adapter(&self) -> bool {
+        matches!(&self.adapter, AdapterSource::Builtin(name) if name == "rabbitmq")
+    }
+
+    /// The broker address as logs may show it.
+    #[must_use]
+    pub fn display_url(&self) -> String {
+        redact_url(self.url.expose())
+    }
+}
+
+/// Reads the TLS files into the client library's settings (lapin takes PEM text).
+///
+/// # Errors
+/// A file that cannot be read, named.
+pub fn load_tls(files: &TlsFiles) -> Result<OwnedTLSConfig, String> {
+    let read =
+        |file: &PathBuf| std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()));
+    let cert_chain = files.ca_file.as_ref().map(read).transpose()?;
+    let identity = match (&files.client_cert_file, &files.client_key_file) {
+        (Some(cert), Some(key)) => {
+            Some(OwnedIdentity::PKCS8 { pem: read(cert)?.into_bytes(), key: read(key)?.into_bytes() })
+        }
+        _ => None,
+    };
+    Ok(OwnedTLSConfig { identity, cert_chain })
+}
+
+/// Parses an AMQP URL. Errors never repeat the URL's password.
+///
+/// The host is taken from the URL as written: the client library reads only domain
+/// names and would replace an IP address (`127.0.0.1`, `[::1]`) with `localhost`.
+///
+/// # Errors
+/// What is wrong with the URL, for the configuration report.
+pub fn parse_url(text: &str) -> Result<AMQPUri, String> {
+    let redacted = redact_url(text);
+    let explain = |message: String| {
+        // The library's messages may quote the URL whole.
+        format!("not a valid AMQP URL ({}): {redacted}", message.replace(text, &redacted))
+    };
+    let url = url::Url::parse(text).map_err(|e| explain(e.to_string()))?;
+    let mut uri = AMQPUri::from_str(text).map_err(explain)?;
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.clone_into(&mut uri.authority.host),
+        Some(url::Host::Ipv4(ip)) => uri.authority.host = ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => uri.authority.host = ip.to_string(),
+        None => return Err(explain(String::from("no host"))),
+    }
+    Ok(uri)
+}
+
+impl Component for RabbitMqConfig {
+    fn type_name(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    fn adapter(&self) -> Option<&AdapterSource> {
+        Some(&self.adapter)
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
         let scheme = match parse_url(self.url.expose()) {
             Ok(uri) => Some(uri.scheme),
             Err(message) => {
@@ -176,15 +242,11 @@ impl RabbitMqConfig {
         let tls = scheme.map(|scheme| scheme == AMQPScheme::AMQPS);
         self.tls.validate(&format!("{path}.tls"), tls, "amqps", problems);
     }
+}
 
-    /// True when the adapter is the default `builtin:rabbitmq`.
-    fn is_default_adapter(&self) -> bool {
-        matches!(&self.adapter, AdapterSource::Builtin(name) if name == "rabbitmq")
-    }
-
+impl Endpoint for RabbitMqConfig {
     /// The adapter's settings: `adapter_settings`, plus `exchange` for the default adapter.
-    #[must_use]
-    pub fn adapter_settings(&self) -> BTreeMap<String, String> {
+    fn adapter_settings(&self) -> BTreeMap<String, String> {
         let mut settings = self.adapter_settings.clone();
         if let Some(exchange) = &self.exchange
             && self.is_default_adapter()
@@ -194,52 +256,13 @@ impl RabbitMqConfig {
         settings
     }
 
-    /// The broker address as logs may show it.
-    #[must_use]
-    pub fn display_url(&self) -> String {
-        redact_url(self.url.expose())
+    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
+        Some(&mut self.adapter)
     }
-}
 
-/// Reads the TLS files into the client library's settings (lapin takes PEM text).
-///
-/// # Errors
-/// A file that cannot be read, named.
-pub fn load_tls(files: &TlsFiles) -> Result<OwnedTLSConfig, String> {
-    let read =
-        |file: &PathBuf| std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()));
-    let cert_chain = files.ca_file.as_ref().map(read).transpose()?;
-    let identity = match (&files.client_cert_file, &files.client_key_file) {
-        (Some(cert), Some(key)) => {
-            Some(OwnedIdentity::PKCS8 { pem: read(cert)?.into_bytes(), key: read(key)?.into_bytes() })
-        }
-        _ => None,
-    };
-    Ok(OwnedTLSConfig { identity, cert_chain })
-}
-
-/// Parses an AMQP URL. Errors never repeat the URL's password.
-///
-/// The host is taken from the URL as written: the client library reads only domain
-/// names and would replace an IP address (`127.0.0.1`, `[::1]`) with `localhost`.
-///
-/// # Errors
-/// What is wrong with the URL, for the configuration report.
-pub fn parse_url(text: &str) -> Result<AMQPUri, String> {
-    let redacted = redact_url(text);
-    let explain = |message: String| {
-        // The library's messages may quote the URL whole.
-        format!("not a valid AMQP URL ({}): {redacted}", message.replace(text, &redacted))
-    };
-    let url = url::Url::parse(text).map_err(|e| explain(e.to_string()))?;
-    let mut uri = AMQPUri::from_str(text).map_err(explain)?;
-    match url.host() {
-        Some(url::Host::Domain(domain)) => domain.clone_into(&mut uri.authority.host),
-        Some(url::Host::Ipv4(ip)) => uri.authority.host = ip.to_string(),
-        Some(url::Host::Ipv6(ip)) => uri.authority.host = ip.to_string(),
-        None => return Err(explain(String::from("no host"))),
+    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
+        super::spawn(ctx, self)
     }
-    Ok(uri)
 }
 
 #[cfg(test)]

@@ -42,12 +42,11 @@ use tracing::Instrument;
 
 pub use config::{RabbitMqConfig, load_tls, parse_url};
 
-use crate::adapter::{self, Adapter, AdapterSource};
-use crate::component::{Component, ComponentContext, StartError};
-use crate::config::Problems;
+use crate::adapter::{self, Adapter};
+use crate::component::{ComponentContext, StartError};
 use crate::endpoints::ConsumerMode;
+use crate::endpoints::Endpoint as _;
 use crate::endpoints::link::{self, Ended, Health};
-use crate::endpoints::{self, AdapterLoad};
 use crate::pipeline::TargetSender;
 
 /// How often a connected session checks that its connection and channel are alive.
@@ -206,34 +205,6 @@ pub fn spawn(ctx: ComponentContext, config: &RabbitMqConfig) -> Result<(TargetSe
         move |watching| publish::Publisher::new(endpoint, watching).run(rx),
     );
     Ok((tx, tokio::spawn(task.instrument(span))))
-}
-
-impl Component for RabbitMqConfig {
-    fn type_name(&self) -> &'static str {
-        "rabbitmq"
-    }
-
-    fn adapter(&self) -> Option<&AdapterSource> {
-        Some(&self.adapter)
-    }
-
-    fn validate(&self, path: &str, problems: &mut Problems) {
-        Self::validate(self, path, problems);
-    }
-}
-
-impl endpoints::Endpoint for RabbitMqConfig {
-    fn adapter_load(&self) -> Result<Option<AdapterLoad>, String> {
-        Ok(Some((self.adapter.clone(), self.adapter_settings())))
-    }
-
-    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
-        Some(&mut self.adapter)
-    }
-
-    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
-        spawn(ctx, self)
-    }
 }
 
 impl Endpoint {
