@@ -25,7 +25,7 @@ use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Value};
 use fe2o3_amqp::{Connection, Receiver, Sender, Session};
 use futures_util::SinkExt;
 use serde_json::json;
-use support::{BrokerBackUp, Outage, TestHost, broker_script, metric, next_data, start_instance, unique, ws_json};
+use support::{Restart, TestHost, assert_arrived_in_order, next_data, start_instance, unique, ws_json};
 use tokio::sync::RwLock;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -817,36 +817,20 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_accepted_
     let ready = t.await_ready(200, support::WAIT).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
 
-    // One client posts all along; another watches `/readyz`.
-    let outage = Outage::watch(&t, "/ingest");
-    outage.await_acknowledged_after(0, support::WAIT).await;
-    let guard = BrokerBackUp("artemis");
-    tokio::task::spawn_blocking(|| broker_script("down", "artemis")).await.expect("down");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    tokio::task::spawn_blocking(|| broker_script("up", "artemis")).await.expect("up");
-    drop(guard);
-    let back = t.await_ready(200, Duration::from_secs(30)).await;
-    assert_eq!(back.status, 200, "ready again without a restart of the host: {}", back.text());
-    let answered = outage.answers().len();
-    outage.await_acknowledged_after(answered, support::WAIT).await;
-    let (answers, readiness) = outage.finish().await;
-
-    assert_eq!(readiness, [true, false, true], "/readyz went false during the outage and back");
-    let accepted: Vec<&str> = answers.iter().filter(|a| a.1 == 202).map(|a| a.0.as_str()).collect();
-    let failed: Vec<_> = answers.iter().filter(|a| a.1 != 202).collect();
-    eprintln!("restart: {} POSTs, {} accepted, {} failed", answers.len(), accepted.len(), failed.len());
-    assert!(!failed.is_empty(), "some POSTs met the outage");
-    for (key, status, took, body) in &failed {
-        assert!(*status == 503 || *status == 504, "{key}: {status} {body}");
-        assert!(*took < Duration::from_secs(3), "{key} failed within the send timeout, not after {took:?}: {body}");
+    let accepted = Restart {
+        broker: "artemis",
+        component: "jms",
+        recovery: Duration::from_secs(30),
+        unavailable_within: Duration::from_secs(3),
+        timed_out_within: Duration::from_secs(3),
+        flaps: false,
     }
-    let metrics = t.admin("/metrics").await.text();
-    assert!(metric(&metrics, r#"mediation_broker_reconnects_total{component="jms"}"#) >= 1.0, "{metrics}");
-    t.host.shutdown().await;
+    .run(t)
+    .await;
 
     // Every POST answered 202 is in the durable queue, in order.
     let mut client = Client::connect().await;
-    let want: HashSet<&str> = accepted.iter().copied().collect();
+    let want: HashSet<&str> = accepted.iter().map(String::as_str).collect();
     let got = client
         .receive_until(&format!("queue://{queue}"), Duration::from_secs(2), |got| {
             let ids: HashSet<String> = got.iter().map(message_id).collect();
@@ -854,11 +838,7 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_accepted_
         })
         .await;
     let ids: Vec<String> = got.iter().map(message_id).collect();
-    for key in &accepted {
-        assert!(ids.iter().any(|id| id == key), "{key} was accepted (202) but is not in the queue");
-    }
-    let positions: Vec<usize> = accepted.iter().filter_map(|key| ids.iter().position(|id| id == key)).collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "accepted messages keep their order");
+    assert_arrived_in_order(&accepted, &ids, "the queue");
     client.close().await;
 }
 

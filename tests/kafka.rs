@@ -24,7 +24,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
-use support::{BrokerBackUp, Outage, TestHost, broker_script, metric, start_as, start_instance, unique, ws_next};
+use support::{Restart, TestHost, assert_arrived_in_order, start_as, start_instance, unique, ws_next};
 use tokio::sync::RwLock;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -586,50 +586,16 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_acknowled
     let ready = t.await_ready(200, Duration::from_secs(15)).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
 
-    // One client posts all along; another watches `/readyz`.
-    let outage = Outage::watch(&t, "/ingest");
-    outage.await_acknowledged_after(0, support::WAIT).await;
-    let guard = BrokerBackUp("kafka");
-    tokio::task::spawn_blocking(|| broker_script("down", "kafka")).await.expect("down");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    tokio::task::spawn_blocking(|| broker_script("up", "kafka")).await.expect("up");
-    drop(guard);
-    let back = t.await_ready(200, Duration::from_secs(30)).await;
-    assert_eq!(back.status, 200, "ready again without a restart of the host: {}", back.text());
-    // Until a POST after the outage is acknowledged.
-    let answered = outage.answers().len();
-    outage.await_acknowledged_after(answered, Duration::from_secs(15)).await;
-    let (answers, readiness) = outage.finish().await;
-
-    // A restarted Kafka answers metadata requests before its partitions have leaders
-    // again, so readiness may go back and forth while it recovers; it must go false
-    // during the outage and end true.
-    assert!(
-        readiness.first() == Some(&true) && readiness.contains(&false) && readiness.last() == Some(&true),
-        "/readyz went false during the outage and back: {readiness:?}"
-    );
-    let acknowledged: Vec<&str> = answers.iter().filter(|a| a.1 == 202).map(|a| a.0.as_str()).collect();
-    let failed: Vec<_> = answers.iter().filter(|a| a.1 != 202).collect();
-    let mut statuses: Vec<u16> = failed.iter().map(|a| a.1).collect();
-    statuses.sort_unstable();
-    statuses.dedup();
-    eprintln!(
-        "restart: {} POSTs, {} acknowledged, {} failed with {statuses:?}",
-        answers.len(),
-        acknowledged.len(),
-        failed.len()
-    );
-    assert!(!failed.is_empty(), "some POSTs met the outage");
-    for (key, status, took, body) in &failed {
-        assert!(*status == 503 || *status == 504, "{key}: {status} {body}");
-        // 503 at once while the endpoint is known to be down; 504 for a record that was
-        // in flight when the broker went, after `delivery_timeout_ms`.
-        let bound = if *status == 503 { Duration::from_secs(2) } else { Duration::from_secs(6) };
-        assert!(*took < bound, "{key} failed within {bound:?}, not after {took:?}: {body}");
+    let acknowledged = Restart {
+        broker: "kafka",
+        component: "kafka",
+        recovery: Duration::from_secs(30),
+        unavailable_within: Duration::from_secs(2),
+        timed_out_within: Duration::from_secs(6),
+        flaps: true,
     }
-    let metrics = t.admin("/metrics").await.text();
-    assert!(metric(&metrics, r#"mediation_broker_reconnects_total{component="kafka"}"#) >= 1.0, "{metrics}");
-    t.host.shutdown().await;
+    .run(t)
+    .await;
 
     // Every POST answered 202 is in the topic, in order.
     let got = tokio::task::spawn_blocking({
@@ -640,11 +606,7 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_acknowled
     .expect("read");
     let ids: Vec<String> =
         got.iter().filter_map(|m| header(m, "message-id").map(|v| String::from_utf8_lossy(v).into_owned())).collect();
-    for key in &acknowledged {
-        assert!(ids.iter().any(|id| id == key), "{key} was acknowledged (202) but is not in the topic");
-    }
-    let positions: Vec<usize> = acknowledged.iter().filter_map(|key| ids.iter().position(|id| id == key)).collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "acknowledged records keep their order");
+    assert_arrived_in_order(&acknowledged, &ids, "the topic");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,9 +23,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::json;
-use support::{
-    BrokerBackUp, Outage, TestHost, broker_script, metric, next_data, start_as, start_instance, unique, within,
-};
+use support::{Restart, TestHost, assert_arrived_in_order, next_data, start_as, start_instance, unique, within};
 use tokio::sync::{RwLock, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -731,39 +729,16 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_acknowled
     .await;
     ready(&t).await;
 
-    // One client posts all along; another watches `/readyz`.
-    let outage = Outage::watch(&t, "/ingest");
-    outage.await_acknowledged_after(0, support::WAIT).await;
-    let guard = BrokerBackUp("mosquitto");
-    tokio::task::spawn_blocking(|| broker_script("down", "mosquitto")).await.expect("down");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    tokio::task::spawn_blocking(|| broker_script("up", "mosquitto")).await.expect("up");
-    drop(guard);
-    let back = t.await_ready(200, Duration::from_secs(15)).await;
-    assert_eq!(back.status, 200, "ready again without a restart of the host: {}", back.text());
-    let answered = outage.answers().len();
-    outage.await_acknowledged_after(answered, support::WAIT).await;
-    let (answers, readiness) = outage.finish().await;
-
-    assert_eq!(readiness, [true, false, true], "/readyz went false during the outage and back");
-    let confirmed: Vec<&str> = answers.iter().filter(|a| a.1 == 202).map(|a| a.0.as_str()).collect();
-    let failed: Vec<_> = answers.iter().filter(|a| a.1 != 202).collect();
-    let mut statuses: Vec<u16> = failed.iter().map(|a| a.1).collect();
-    statuses.dedup();
-    eprintln!(
-        "restart: {} POSTs, {} confirmed, {} failed with {statuses:?}",
-        answers.len(),
-        confirmed.len(),
-        failed.len()
-    );
-    assert!(!failed.is_empty(), "some POSTs met the outage");
-    for (key, status, took, body) in &failed {
-        assert!(*status == 503 || *status == 504, "{key}: {status} {body}");
-        assert!(*took < Duration::from_secs(6), "{key} failed within the confirm timeout, not after {took:?}: {body}");
+    let confirmed = Restart {
+        broker: "mosquitto",
+        component: "mq",
+        recovery: Duration::from_secs(15),
+        unavailable_within: Duration::from_secs(6),
+        timed_out_within: Duration::from_secs(6),
+        flaps: false,
     }
-    let metrics = t.admin("/metrics").await.text();
-    assert!(metric(&metrics, r#"mediation_broker_reconnects_total{component="mq"}"#) >= 1.0, "{metrics}");
-    t.host.shutdown().await;
+    .run(t)
+    .await;
 
     // Every POST answered 202 reached the persistent subscriber, in order; what was
     // unconfirmed may have arrived too.
@@ -773,11 +748,7 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_acknowled
         let message = next(&mut seen).await;
         got.push(user_property(&message, "message-id").unwrap_or_default().to_owned());
     }
-    for key in &confirmed {
-        assert!(got.iter().any(|g| g == key), "{key} was confirmed (202) but never reached the subscriber");
-    }
-    let positions: Vec<usize> = confirmed.iter().filter_map(|key| got.iter().position(|g| g == key)).collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "confirmed messages keep their order: {got:?}");
+    assert_arrived_in_order(&confirmed, &got, "what the subscriber received");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

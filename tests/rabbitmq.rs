@@ -18,7 +18,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use mediation_host::endpoints::rabbitmq::parse_url;
-use support::{BrokerBackUp, Outage, TestHost, broker_script, metric, next_data, start_instance, unique};
+use support::{Restart, TestHost, assert_arrived_in_order, next_data, start_instance, unique};
 use tokio::sync::RwLock;
 
 /// Shared by tests that need the broker up; held exclusively by the restart test.
@@ -537,49 +537,22 @@ async fn a_broker_restart_fails_posts_fast_then_resumes_without_losing_confirmed
     let ready = t.await_ready(200, Duration::from_secs(10)).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
 
-    // One client posts all along; another watches `/readyz`.
-    let outage = Outage::watch(&t, "/ingest");
-    outage.await_acknowledged_after(0, support::WAIT).await;
-    let guard = BrokerBackUp("rabbitmq");
-    tokio::task::spawn_blocking(|| broker_script("down", "rabbitmq")).await.expect("down");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    tokio::task::spawn_blocking(|| broker_script("up", "rabbitmq")).await.expect("up");
-    drop(guard);
-    let back = t.await_ready(200, Duration::from_secs(15)).await;
-    assert_eq!(back.status, 200, "ready again without a restart of the host: {}", back.text());
-    let answered = outage.answers().len();
-    outage.await_acknowledged_after(answered, support::WAIT).await;
-    let (answers, readiness) = outage.finish().await;
-
-    assert_eq!(readiness, [true, false, true], "/readyz went false during the outage and back");
-    let confirmed: Vec<&str> = answers.iter().filter(|a| a.1 == 202).map(|a| a.0.as_str()).collect();
-    let failed: Vec<_> = answers.iter().filter(|a| a.1 != 202).collect();
-    let mut statuses: Vec<u16> = failed.iter().map(|a| a.1).collect();
-    statuses.dedup();
-    eprintln!(
-        "restart: {} POSTs, {} confirmed, {} failed with {statuses:?}",
-        answers.len(),
-        confirmed.len(),
-        failed.len()
-    );
-    assert!(!failed.is_empty(), "some POSTs met the outage");
-    for (key, status, took, body) in &failed {
-        assert!(*status == 503 || *status == 504, "{key}: {status} {body}");
-        assert!(*took < Duration::from_secs(2), "{key} failed fast, not after {took:?}: {body}");
+    let confirmed = Restart {
+        broker: "rabbitmq",
+        component: "rmq",
+        recovery: Duration::from_secs(15),
+        unavailable_within: Duration::from_secs(2),
+        timed_out_within: Duration::from_secs(2),
+        flaps: false,
     }
-    let metrics = t.admin("/metrics").await.text();
-    assert!(metric(&metrics, r#"mediation_broker_reconnects_total{component="rmq"}"#) >= 1.0, "{metrics}");
-    t.host.shutdown().await;
+    .run(t)
+    .await;
 
     // Every POST answered 202 is in the durable queue, in order.
     let (_connection, channel) = broker().await;
     let got = drain(&channel, &queue).await;
     let ids: Vec<&str> = got.iter().filter_map(|m| property(m.properties.message_id())).collect();
-    for key in &confirmed {
-        assert!(ids.contains(key), "{key} was confirmed (202) but is not in the queue");
-    }
-    let positions: Vec<usize> = confirmed.iter().filter_map(|key| ids.iter().position(|id| id == key)).collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "confirmed messages keep their order");
+    assert_arrived_in_order(&confirmed, &ids, "the queue");
     delete(&channel, &exchange, &queue).await;
 }
 

@@ -685,6 +685,95 @@ impl Outage {
     }
 }
 
+/// A broker restart under steady POSTs, as every broker endpoint must come through it:
+/// `/readyz` goes false and back, the host reconnects by itself, every POST that met
+/// the outage fails fast with 503 (or 504 for one in flight), and the flow resumes.
+pub struct Restart {
+    /// The broker, as `scripts/brokers.sh` names it.
+    pub broker: &'static str,
+    /// The endpoint, as `/metrics` names it.
+    pub component: &'static str,
+    /// How long the host may take to be ready again, and a POST to be acknowledged.
+    pub recovery: Duration,
+    /// How long a POST answered 503 (the endpoint is known to be down) may take.
+    pub unavailable_within: Duration,
+    /// How long a POST answered 504 (in flight when the broker went) may take: the
+    /// endpoint's own timeout.
+    pub timed_out_within: Duration,
+    /// The broker answers before it can serve again (Kafka's partitions need leaders),
+    /// so readiness may go back and forth while it recovers.
+    pub flaps: bool,
+}
+
+impl Restart {
+    /// Restarts the broker while one client POSTs to `/ingest` on `t` all along and
+    /// another watches `/readyz`, checks what every broker endpoint must do, stops the
+    /// host, and returns the keys acknowledged (202), in order: the test checks that
+    /// the broker has them.
+    pub async fn run(&self, t: TestHost) -> Vec<String> {
+        let outage = Outage::watch(&t, "/ingest");
+        outage.await_acknowledged_after(0, WAIT).await;
+        let guard = BrokerBackUp(self.broker);
+        let broker = self.broker;
+        tokio::task::spawn_blocking(move || broker_script("down", broker)).await.expect("down");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::task::spawn_blocking(move || broker_script("up", broker)).await.expect("up");
+        drop(guard);
+        let back = t.await_ready(200, self.recovery).await;
+        assert_eq!(back.status, 200, "ready again without a restart of the host: {}", back.text());
+        // Until a POST after the outage is acknowledged.
+        let answered = outage.answers().len();
+        outage.await_acknowledged_after(answered, self.recovery).await;
+        let (answers, readiness) = outage.finish().await;
+
+        if self.flaps {
+            assert!(
+                readiness.first() == Some(&true) && readiness.contains(&false) && readiness.last() == Some(&true),
+                "/readyz went false during the outage and back: {readiness:?}"
+            );
+        } else {
+            assert_eq!(readiness, [true, false, true], "/readyz went false during the outage and back");
+        }
+        let acknowledged: Vec<String> = answers.iter().filter(|a| a.1 == 202).map(|a| a.0.clone()).collect();
+        let failed: Vec<_> = answers.iter().filter(|a| a.1 != 202).collect();
+        let mut statuses: Vec<u16> = failed.iter().map(|a| a.1).collect();
+        statuses.sort_unstable();
+        statuses.dedup();
+        eprintln!(
+            "restart: {} POSTs, {} acknowledged, {} failed with {statuses:?}",
+            answers.len(),
+            acknowledged.len(),
+            failed.len()
+        );
+        assert!(!failed.is_empty(), "some POSTs met the outage");
+        for (key, status, took, body) in &failed {
+            let bound = match status {
+                503 => self.unavailable_within,
+                504 => self.timed_out_within,
+                _ => panic!("{key}: {status} {body}"),
+            };
+            assert!(*took < bound, "{key} failed within {bound:?}, not after {took:?}: {body}");
+        }
+        let metrics = t.admin("/metrics").await.text();
+        let reconnects = format!("mediation_broker_reconnects_total{{component=\"{}\"}}", self.component);
+        assert!(metric(&metrics, &reconnects) >= 1.0, "{metrics}");
+        t.host.shutdown().await;
+        acknowledged
+    }
+}
+
+/// Checks that every key of `acknowledged` is among `arrived`, in the same order: what
+/// the host acknowledged reached the broker, in order (what it did not acknowledge may
+/// have arrived too). `place` names where they arrived, for the message.
+pub fn assert_arrived_in_order(acknowledged: &[String], arrived: &[impl AsRef<str>], place: &str) {
+    let position = |key: &String| arrived.iter().position(|a| a.as_ref() == key);
+    for key in acknowledged {
+        assert!(position(key).is_some(), "{key} was acknowledged (202) but is not in {place}");
+    }
+    let positions: Vec<usize> = acknowledged.iter().filter_map(position).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "acknowledged messages keep their order in {place}");
+}
+
 /// A WebSocket entrypoint `slow` at `/slow` that makes its hub the slowest part of the
 /// host, for backpressure tests: the `pace` adapter takes `pause_ms` per event, the hub
 /// takes 4 events at a time, and the one bus shard in front of it holds 4 events and
