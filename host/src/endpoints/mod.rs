@@ -15,7 +15,6 @@ pub mod tls;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-
 use tokio::task::JoinHandle;
 
 use crate::adapter::AdapterSource;
@@ -142,5 +141,29 @@ impl Endpoint for EndpointConfig {
 
     fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
         self.endpoint().spawn(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_type_names_itself_as_the_file_does() {
+        let types = [
+            ("memory", ""),
+            ("kafka", r#"brokers = "127.0.0.1:9092""#),
+            ("rabbitmq", r#"url = "amqp://127.0.0.1""#),
+            ("mqtt", r#"url = "mqtt://127.0.0.1""#),
+            ("amqp", r#"url = "amqp://127.0.0.1""#),
+            ("solace", "host = \"127.0.0.1\"\nvpn = \"default\""),
+        ];
+        for (name, fields) in types {
+            let config: EndpointConfig =
+                toml::from_str(&format!("type = \"{name}\"\n{fields}")).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(config.type_name(), name);
+        }
+        let jms: EndpointConfig = toml::from_str("type = \"jms\"\nurl = \"amqp://127.0.0.1\"").expect("jms");
+        assert_eq!(jms.type_name(), "amqp", "`jms` is another name for `amqp`");
     }
 }

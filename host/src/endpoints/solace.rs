@@ -390,11 +390,7 @@ mod tests {
 
     /// The problems of `[endpoints.s]` with `fields`, found the way the host finds them.
     fn problems(fields: &str) -> Vec<String> {
-        let text = format!("[endpoints.s]\ntype = \"solace\"\n{fields}");
-        match crate::host::Config::parse(&text, std::path::Path::new("/nonexistent"), &|_| None) {
-            Ok(_) => Vec::new(),
-            Err(e) => e.problems.iter().map(ToString::to_string).collect(),
-        }
+        crate::host::endpoint_problems("s", "solace", fields)
     }
 
     #[test]

@@ -233,3 +233,20 @@ pub fn validate_paths(entrypoints: &BTreeMap<String, EntrypointConfig>, problems
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_type_names_itself_as_the_file_does_and_has_its_builtin_adapter() {
+        let types = [("http_post", "http-post"), ("sse", "sse"), ("websocket", "websocket"), ("http_get", "http-get")];
+        for (name, builtin) in types {
+            let config: EntrypointConfig = toml::from_str(&format!("type = \"{name}\"\npath = \"/{name}\""))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(config.type_name(), name);
+            assert_eq!(config.adapter_source(), AdapterSource::Builtin(builtin.to_owned()));
+            assert_eq!(config.serves_events(), name != "http_post", "{name}");
+        }
+    }
+}

@@ -318,6 +318,17 @@ fn listed<T: DeserializeOwned>(value: toml::Value, path: &str, problems: &mut Pr
     out
 }
 
+/// The problems the host finds in endpoint `name` of type `type_name` with `fields`,
+/// each as `path: message`: for the endpoint types' own tests.
+#[cfg(test)]
+pub(crate) fn endpoint_problems(name: &str, type_name: &str, fields: &str) -> Vec<String> {
+    let text = format!("[endpoints.{name}]\ntype = \"{type_name}\"\n{fields}");
+    match Config::parse(&text, Path::new("/nonexistent"), &|_| None) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

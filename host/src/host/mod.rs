@@ -9,6 +9,8 @@ use tokio::task::JoinSet;
 
 mod file;
 
+#[cfg(test)]
+pub(crate) use self::file::endpoint_problems;
 pub use self::file::{Config, validate_reload};
 
 use crate::adapter::{AdapterError, AdapterRuntime, Role};

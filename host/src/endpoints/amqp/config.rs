@@ -393,6 +393,14 @@ impl Component for AmqpConfig {
 }
 
 impl Endpoint for AmqpConfig {
+    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
+        Some(&mut self.adapter)
+    }
+
+    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
+        super::spawn(ctx, self)
+    }
+
     /// The adapter's settings: `adapter_settings`, plus the prefixes for the default adapter.
     fn adapter_settings(&self) -> BTreeMap<String, String> {
         let mut settings = self.adapter_settings.clone();
@@ -401,14 +409,6 @@ impl Endpoint for AmqpConfig {
             settings.insert(String::from("topic_prefix"), self.topic_prefix.clone());
         }
         settings
-    }
-
-    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
-        Some(&mut self.adapter)
-    }
-
-    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
-        super::spawn(ctx, self)
     }
 }
 
@@ -422,11 +422,7 @@ mod tests {
 
     /// The problems of `[endpoints.jms]` with `fields`, found the way the host finds them.
     fn problems(fields: &str) -> Vec<String> {
-        let text = format!("[endpoints.jms]\ntype = \"amqp\"\n{fields}");
-        match crate::host::Config::parse(&text, std::path::Path::new("/nonexistent"), &|_| None) {
-            Ok(_) => Vec::new(),
-            Err(e) => e.problems.iter().map(ToString::to_string).collect(),
-        }
+        crate::host::endpoint_problems("jms", "amqp", fields)
     }
 
     #[test]

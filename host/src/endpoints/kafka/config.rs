@@ -479,6 +479,14 @@ impl Component for KafkaConfig {
 }
 
 impl Endpoint for KafkaConfig {
+    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
+        Some(&mut self.adapter)
+    }
+
+    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
+        super::spawn(ctx, self)
+    }
+
     /// The adapter's settings: `adapter_settings`, plus `topic` for the default adapter.
     fn adapter_settings(&self) -> BTreeMap<String, String> {
         let mut settings = self.adapter_settings.clone();
@@ -488,14 +496,6 @@ impl Endpoint for KafkaConfig {
             settings.entry(String::from("topic")).or_insert_with(|| topic.clone());
         }
         settings
-    }
-
-    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
-        Some(&mut self.adapter)
-    }
-
-    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
-        super::spawn(ctx, self)
     }
 }
 
@@ -509,11 +509,7 @@ mod tests {
 
     /// The problems of `[endpoints.k]` with `fields`, found the way the host finds them.
     fn problems(fields: &str) -> Vec<String> {
-        let text = format!("[endpoints.k]\ntype = \"kafka\"\n{fields}");
-        match crate::host::Config::parse(&text, std::path::Path::new("/nonexistent"), &|_| None) {
-            Ok(_) => Vec::new(),
-            Err(e) => e.problems.iter().map(ToString::to_string).collect(),
-        }
+        crate::host::endpoint_problems("k", "kafka", fields)
     }
 
     #[test]

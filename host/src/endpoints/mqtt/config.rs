@@ -339,16 +339,16 @@ impl Component for MqttConfig {
 }
 
 impl Endpoint for MqttConfig {
-    fn adapter_settings(&self) -> BTreeMap<String, String> {
-        self.adapter_settings.clone()
-    }
-
     fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
         Some(&mut self.adapter)
     }
 
     fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
         super::spawn(ctx, self)
+    }
+
+    fn adapter_settings(&self) -> BTreeMap<String, String> {
+        self.adapter_settings.clone()
     }
 }
 
@@ -358,11 +358,7 @@ mod tests {
 
     /// The problems of `[endpoints.m]` with `fields`, found the way the host finds them.
     fn problems(fields: &str) -> Vec<String> {
-        let text = format!("[endpoints.m]\ntype = \"mqtt\"\n{fields}");
-        match crate::host::Config::parse(&text, std::path::Path::new("/nonexistent"), &|_| None) {
-            Ok(_) => Vec::new(),
-            Err(e) => e.problems.iter().map(ToString::to_string).collect(),
-        }
+        crate::host::endpoint_problems("m", "mqtt", fields)
     }
 
     #[test]

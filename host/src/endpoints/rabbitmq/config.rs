@@ -245,6 +245,14 @@ impl Component for RabbitMqConfig {
 }
 
 impl Endpoint for RabbitMqConfig {
+    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
+        Some(&mut self.adapter)
+    }
+
+    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
+        super::spawn(ctx, self)
+    }
+
     /// The adapter's settings: `adapter_settings`, plus `exchange` for the default adapter.
     fn adapter_settings(&self) -> BTreeMap<String, String> {
         let mut settings = self.adapter_settings.clone();
@@ -254,14 +262,6 @@ impl Endpoint for RabbitMqConfig {
             settings.entry(String::from("exchange")).or_insert_with(|| exchange.clone());
         }
         settings
-    }
-
-    fn adapter_mut(&mut self) -> Option<&mut AdapterSource> {
-        Some(&mut self.adapter)
-    }
-
-    fn spawn(&self, ctx: ComponentContext) -> Result<(TargetSender, JoinHandle<()>), StartError> {
-        super::spawn(ctx, self)
     }
 }
 
@@ -275,11 +275,7 @@ mod tests {
 
     /// The problems of `[endpoints.rmq]` with `fields`, found the way the host finds them.
     fn problems(fields: &str) -> Vec<String> {
-        let text = format!("[endpoints.rmq]\ntype = \"rabbitmq\"\n{fields}");
-        match crate::host::Config::parse(&text, std::path::Path::new("/nonexistent"), &|_| None) {
-            Ok(_) => Vec::new(),
-            Err(e) => e.problems.iter().map(ToString::to_string).collect(),
-        }
+        crate::host::endpoint_problems("rmq", "rabbitmq", fields)
     }
 
     #[test]
