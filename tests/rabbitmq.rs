@@ -720,6 +720,59 @@ fn delivered_ids(packets: &[serde_json::Value], target: &str) -> Vec<String> {
         .collect()
 }
 
+/// A target adapter's call that fails as a whole (here it runs past its deadline; a
+/// trap is the same) says nothing against the message: it is requeued and delivered
+/// again, never rejected, which without a dead-letter exchange would drop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_target_adapter_call_fails_is_requeued_not_rejected() {
+    let _broker = BROKER.read().await;
+    let (_connection, channel) = broker().await;
+    let queue = unique("mh-test-trap");
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    channel.queue_declare(short(&queue), durable, FieldTable::default()).await.expect("queue");
+    let properties = BasicProperties::default().with_message_id(short("trap")).with_delivery_mode(2);
+    publish(&channel, "", &queue, b"slow", properties).await;
+    let t = start_instance(&format!(
+        r#"
+        [endpoints.rmq]
+        type = "rabbitmq"
+        url = "{url}"
+        consumer = "shared"
+        queue = "{queue}"
+
+        # Each event takes the adapter a second, ten times its call deadline.
+        [entrypoints.slow]
+        type = "websocket"
+        path = "/slow"
+        adapter = "{adapter}"
+        adapter_settings = {{ pause_ms = "1000" }}
+
+        [[routes]]
+        source = "rmq"
+        target = "slow"
+        "#,
+        url = broker_url(),
+        adapter = env!("MEDIATION_PACE_ADAPTER"),
+    ))
+    .await;
+    // Taken, failed, requeued and taken again: two failed lines for the one message.
+    let packets = t.await_packets(2).await;
+    let outcomes: Vec<_> = packets.iter().map(|p| (p["target"].as_str(), p["outcome"].as_str())).collect();
+    assert!(outcomes.len() >= 2, "the message came again: {packets:?}");
+    assert!(outcomes.iter().all(|o| *o == (Some("slow"), Some("adapter_error"))), "{packets:?}");
+    t.host.shutdown().await;
+    let deadline = Instant::now() + support::WAIT;
+    while queue_state(&channel, &queue).await != (0, 1) {
+        assert!(
+            Instant::now() < deadline,
+            "the message is back in the queue: {:?}",
+            queue_state(&channel, &queue).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = channel.queue_delete(short(&queue), QueueDeleteOptions::default()).await;
+}
+
 /// Consumers of `queue` and messages ready in it.
 async fn queue_state(channel: &Channel, queue: &str) -> (u32, u32) {
     let passive = QueueDeclareOptions { passive: true, ..Default::default() };

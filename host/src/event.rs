@@ -235,7 +235,7 @@ pub enum DeliveryError {
     /// No route takes events from this source.
     #[error("no route from {0}")]
     NoRoute(String),
-    /// An adapter refused the event.
+    /// An adapter refused the event. Retrying cannot help.
     #[error("adapter {adapter}: {message}")]
     Adapter {
         /// The adapter's component.
@@ -243,6 +243,11 @@ pub enum DeliveryError {
         /// Its message.
         message: String,
     },
+    /// An adapter's call failed as a whole (it ran past its deadline, trapped, or hit
+    /// its memory cap), so the event was not mapped. That says nothing against the
+    /// event itself: retrying later can help.
+    #[error("{0}")]
+    AdapterFailed(String),
     /// The broker refused or did not confirm.
     #[error("{target}: {message}")]
     Target {
@@ -290,7 +295,7 @@ impl DeliveryError {
         match self {
             Self::Busy(_) => Outcome::Busy,
             Self::NoRoute(_) => Outcome::NoRoute,
-            Self::Adapter { .. } => Outcome::AdapterError,
+            Self::Adapter { .. } | Self::AdapterFailed(_) => Outcome::AdapterError,
             Self::Target { .. } => Outcome::TargetError,
             Self::ShuttingDown => Outcome::ShuttingDown,
             Self::Unavailable { .. } => Outcome::Unavailable,

@@ -34,7 +34,7 @@ pub fn map_batch(
 
 /// Maps one run of `route`'s `events` and returns the outputs. Events the adapter
 /// refuses, and those of a call that fails, are finished as adapter errors, each with
-/// its reason.
+/// its reason; a source retries the second kind and rejects the first.
 fn map_run(
     recorder: &Recorder,
     adapter: &Adapter,
@@ -43,14 +43,14 @@ fn map_run(
     events: Vec<Event>,
     log: &mut Vec<u8>,
 ) -> Vec<Event> {
-    let failed = |message: String| DeliveryError::Adapter { adapter: adapter.name().to_owned(), message };
     let mapped = adapter.map(direction, &adapter::route_context(route.index), events);
     for (event, error) in mapped.refused {
-        recorder.finish(event, route, Err(failed(error.message)), log);
+        let refused = DeliveryError::Adapter { adapter: adapter.name().to_owned(), message: error.message };
+        recorder.finish(event, route, Err(refused), log);
     }
     if let Some((events, error)) = mapped.failed {
         for event in events {
-            recorder.finish(event, route, Err(failed(error.to_string())), log);
+            recorder.finish(event, route, Err(DeliveryError::AdapterFailed(error.to_string())), log);
         }
     }
     mapped.outputs

@@ -23,11 +23,12 @@ pub const RETRY_PAUSE: Duration = Duration::from_millis(200);
 pub enum Settle {
     /// Every target accepted its event (an entrypoint stored it in its ring).
     Accept,
-    /// The adapter refused the message: a retry cannot help, and redelivering it would
-    /// fail forever. Reject it (dead-letter it where the broker can).
+    /// An adapter (the source's or a target's) refused the message: a retry cannot
+    /// help, and redelivering it would fail forever. Reject it (dead-letter it where
+    /// the broker can).
     Reject(DeliveryError),
-    /// Not delivered (a target busy or down, no route, shutdown, the adapter failed on
-    /// the whole batch): deliver it again.
+    /// Not delivered (a target busy or down, no route, shutdown, an adapter's call that
+    /// failed as a whole): deliver it again.
     Retry(DeliveryError),
 }
 
@@ -65,7 +66,7 @@ pub async fn hand_over(ctx: &ComponentContext, adapter: &Adapter, what: &str, re
     let mut retried = Vec::new();
     if let Some((inputs, error)) = mapped.failed {
         tracing::warn!(source = %what, error = %error, "the adapter failed on consumed messages; they will be redelivered");
-        let failed = DeliveryError::Adapter { adapter: adapter.name().to_owned(), message: error.to_string() };
+        let failed = DeliveryError::AdapterFailed(error.to_string());
         retried = inputs.iter().map(|_| Settle::Retry(failed.clone())).collect();
         waiting.truncate(waiting.len() - inputs.len());
     }

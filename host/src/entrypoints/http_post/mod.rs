@@ -363,7 +363,9 @@ impl From<&DeliveryError> for Rejection {
             DeliveryError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             DeliveryError::NoRoute(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_route"),
             DeliveryError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            DeliveryError::Adapter { .. } => (StatusCode::BAD_GATEWAY, "adapter_error"),
+            DeliveryError::Adapter { .. } | DeliveryError::AdapterFailed(_) => {
+                (StatusCode::BAD_GATEWAY, "adapter_error")
+            }
             DeliveryError::Target { .. } => (StatusCode::BAD_GATEWAY, "target_error"),
             DeliveryError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "target_unavailable"),
             DeliveryError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "target_timeout"),
