@@ -20,7 +20,7 @@ use crate::adapter::{self, Adapter, AdapterSource};
 use crate::component::{Component, ComponentContext, StartError};
 use crate::config::Problems;
 use crate::endpoints::Endpoint;
-use crate::event::{DeliveryError, Event};
+use crate::event::{Ack, DeliveryError, Event};
 use crate::mapping;
 use crate::pipeline::{Delivery, Pipeline, TargetReceiver, TargetSender};
 use crate::routing::Direction;
@@ -120,6 +120,7 @@ impl MemoryTopic {
         let mut pipeline = pipeline.await.ok();
         let mut batch = Vec::with_capacity(self.max_batch);
         let mut log = Vec::new();
+        let mut acks = Vec::new();
         loop {
             tokio::select! {
                 biased;
@@ -132,14 +133,27 @@ impl MemoryTopic {
                     if n == 0 {
                         break;
                     }
-                    self.handle(&mut batch, pipeline.as_ref(), &mut log).await;
+                    self.handle(&mut batch, pipeline.as_ref(), &mut log, &mut acks).await;
+                    // The packet lines go out before the senders hear of the delivery, as
+                    // a hub's do: a POST answered 202 always has its `delivered` line.
                     self.ctx.recorder.flush(&mut log);
+                    for ack in acks.drain(..) {
+                        ack.settle(Ok(()));
+                    }
                 }
             }
         }
     }
 
-    async fn handle(&self, batch: &mut Vec<Delivery>, pipeline: Option<&Pipeline>, log: &mut Vec<u8>) {
+    /// Delivers `batch`; the acknowledgements of what was delivered go to `acks`, to be
+    /// settled once the packet lines are written.
+    async fn handle(
+        &self,
+        batch: &mut Vec<Delivery>,
+        pipeline: Option<&Pipeline>,
+        log: &mut Vec<u8>,
+        acks: &mut Vec<Ack>,
+    ) {
         let subscribed = self.ctx.is_routed();
         let runs = mapping::map_batch(&self.ctx.recorder, self.adapter.as_ref(), Direction::Upstream, batch, log);
         for (route, events) in runs {
@@ -149,7 +163,10 @@ impl MemoryTopic {
                     None => Err(DeliveryError::ShuttingDown),
                     Some(pipeline) => self.deliver(pipeline, event.detached(), log).await,
                 };
-                self.ctx.recorder.finish(event, &route, result, log);
+                match result {
+                    Ok(()) => acks.extend(self.ctx.recorder.delivered(event, &route, log)),
+                    Err(error) => self.ctx.recorder.finish(event, &route, Err(error), log),
+                }
             }
         }
     }
