@@ -75,15 +75,18 @@ impl Adapter {
         let mut mapped = Mapped { outputs: Vec::with_capacity(inputs.len()), ..Mapped::default() };
         let mut rest = inputs;
         while !rest.is_empty() {
-            let mut bytes = 0;
-            let fits = rest.iter().take_while(|e| {
-                bytes += input_bytes(e);
-                bytes <= limit
-            });
-            let take = fits.count().max(1);
+            // The longest prefix within the limit, and at least one input.
+            let (mut take, mut bytes) = (0, 0);
+            for event in &rest {
+                let size = input_bytes(event);
+                if take > 0 && bytes + size > limit {
+                    break;
+                }
+                (take, bytes) = (take + 1, bytes + size);
+            }
             let later = rest.split_off(take);
             let call = std::mem::replace(&mut rest, later);
-            if let Err((mut unmapped, error)) = self.map_call(direction, ctx, call, &mut mapped) {
+            if let Err((mut unmapped, error)) = self.map_call(direction, ctx, call, bytes, &mut mapped) {
                 unmapped.append(&mut rest);
                 mapped.failed = Some((unmapped, error));
                 break;
@@ -92,7 +95,7 @@ impl Adapter {
         mapped
     }
 
-    /// Maps `inputs` in one call, adding to `mapped`.
+    /// Maps `inputs`, which take `bytes` of input, in one call, adding to `mapped`.
     ///
     /// # Errors
     /// The call failed as a whole; the inputs come back untouched.
@@ -101,9 +104,9 @@ impl Adapter {
         direction: Direction,
         ctx: &CallContext,
         inputs: Vec<Event>,
+        bytes: usize,
         mapped: &mut Mapped,
     ) -> Result<(), (Vec<Event>, AdapterError)> {
-        let bytes = inputs.iter().map(input_bytes).sum::<usize>();
         let mut builder = BatchBuilder::with_capacity(inputs.len(), bytes);
         encode_events(&inputs, &mut builder);
         let (data, index) = builder.into_parts();
